@@ -1,0 +1,56 @@
+# crt: a containerd shim v2 (containerd-shim-crt-v1, runtime io.containerd.crt.v1) with its own
+# OCI runtime.
+#
+#   make build     release build: $(TARGET_DIR)/release/containerd-shim-crt-v1 (what `install` installs)
+#   make install   installs it as $(DESTDIR)$(PREFIX)/bin/containerd-shim-crt-v1 (PREFIX=/usr/local)
+#   make test      unit tests, then the end-to-end suite against a private containerd 1.6 and 2.x;
+#                  the e2e suite runs the *debug* build, $(TARGET_DIR)/debug/containerd-shim-crt-v1
+#                  (faster to build, debug assertions on); needs root
+#   make test-v2   the cgroup v2 subset of the e2e suite inside a QEMU VM (tests/v2vm.sh)
+#   make lint      rustfmt check and clippy with warnings as errors
+#
+# Knobs: CRT_TEST_RUNTIME=io.containerd.runc.v2 runs the e2e suite against the runc shim (checks
+# the harness; crt is then not built for it), E2E_THREADS (default 2) runs that many scenarios
+# at once, each with its own containerd. See README.md, "Testing".
+
+CARGO ?= cargo
+PREFIX ?= /usr/local
+DESTDIR ?=
+BINARY := containerd-shim-crt-v1
+TARGET_DIR ?= $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),$(CURDIR)/target)
+E2E_THREADS ?= 2
+CRT_TEST_RUNTIME ?= io.containerd.crt.v1
+CRT_BIN_DIR ?= $(TARGET_DIR)/debug
+export CRT_TEST_RUNTIME CRT_BIN_DIR
+
+# the crt binary is only needed when crt is the runtime under test
+E2E_DEPS := $(if $(filter io.containerd.crt.v1,$(CRT_TEST_RUNTIME)),build-debug)
+
+.PHONY: all build build-debug install test test-unit test-e2e test-v2 lint
+
+all: build
+
+build:
+	$(CARGO) build --release --bin $(BINARY)
+
+build-debug:
+	$(CARGO) build --bin $(BINARY)
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(TARGET_DIR)/release/$(BINARY) $(DESTDIR)$(PREFIX)/bin/$(BINARY)
+
+test: test-unit test-e2e
+
+test-unit:
+	$(CARGO) test --workspace --exclude crt-e2e
+
+test-e2e: $(E2E_DEPS)
+	$(CARGO) test -p crt-e2e -- --test-threads=$(E2E_THREADS)
+
+test-v2:
+	bash tests/v2vm.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings

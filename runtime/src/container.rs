@@ -1,0 +1,257 @@
+//! The runtime's API to the shim: create / start / kill / delete of one container, and cleanup
+//! from disk after a shim crash. No ttrpc or containerd types here.
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::cgroups::{Manager, MountSource};
+use crate::channel::{Channel, Msg};
+use crate::error::{io, Result, RuntimeError};
+use crate::rootfs_mount::{self, RootfsMount};
+use crate::spawn::spawn_init;
+use crate::spec::{self, CgroupBind};
+use crate::state::{self, State};
+
+pub struct CreateOpts<'a> {
+    pub id: &'a str,
+    pub bundle: &'a Path,
+    /// containerd's rootfs mounts; empty means the spec's root.path is used as it is.
+    pub rootfs: &'a [RootfsMount],
+    /// The container's fds 0, 1, 2.
+    pub stdio: [BorrowedFd<'a>; 3],
+    /// Called with each line the init helper wants logged.
+    pub log: &'a dyn Fn(&str),
+}
+
+pub struct Container {
+    pub id: String,
+    pub bundle: PathBuf,
+    pid: i32,
+    cgroup: Manager,
+    channel: Option<Channel>,
+    rootfs_mount: Option<PathBuf>,
+}
+
+impl Container {
+    /// Build the container up to the point where only exec'ing the user's program is left.
+    /// On failure nothing is left behind (helper killed, cgroup removed, rootfs unmounted,
+    /// state file removed) and the first real cause is returned.
+    pub fn create(opts: CreateOpts<'_>) -> Result<Container> {
+        let mut loaded = spec::load(opts.bundle)?;
+        let mut st = State {
+            id: opts.id.to_string(),
+            ..Default::default()
+        };
+        let mut undo = Undo::default();
+        let res = (|| {
+            if !opts.rootfs.is_empty() {
+                let target = opts.bundle.join("rootfs");
+                // Recorded before mounting, so a crash in between still gets it unmounted.
+                st.rootfs_mount = Some(target.clone());
+                state::save(opts.bundle, &st)?;
+                rootfs_mount::mount_all(opts.rootfs, &target)?;
+                undo.rootfs = Some(target);
+            }
+            let cg = Manager::new(loaded.cgroups_path.as_deref(), opts.id)?;
+            st.cgroup = Some(cg.state());
+            state::save(opts.bundle, &st)?;
+            undo.cgroup = Some(Manager::from_state(&cg.state()));
+            cg.create()?;
+            if let Some(r) = &loaded.resources {
+                cg.apply(r)?;
+            }
+            loaded.plan.cgroup_v2 = cg.is_v2();
+            loaded.plan.cgroup_binds = cg
+                .mount_sources()
+                .into_iter()
+                .map(|m| match m {
+                    MountSource::V1 { name, source, .. } => CgroupBind {
+                        name,
+                        host_path: source,
+                    },
+                    MountSource::V2 { source } => CgroupBind {
+                        name: String::new(),
+                        host_path: source,
+                    },
+                })
+                .collect();
+
+            let flags = loaded
+                .plan
+                .namespaces
+                .iter()
+                .filter(|n| n.path.is_none() && n.flag != libc::CLONE_NEWCGROUP)
+                .fold(0, |f, n| f | n.flag);
+            let (ours, theirs) = UnixStream::pair().map_err(io("socketpair"))?;
+            let cg_fd = cg.dir_fd()?;
+            let pid = spawn_init(
+                flags,
+                cg_fd.as_ref().map(|f| f.as_fd()),
+                opts.stdio,
+                theirs.as_fd(),
+            )?;
+            drop(theirs);
+            undo.pid = Some(pid);
+            if cg_fd.is_none() {
+                cg.add_pid(pid)?;
+            }
+            st.pid = pid;
+            st.pid_start = state::pid_start(pid).unwrap_or(0);
+            state::save(opts.bundle, &st)?;
+
+            let mut ch = Channel(ours);
+            let lost = |e: std::io::Error| RuntimeError::Init(format!("talk to init: {e}"));
+            ch.send(&Msg::Plan(Box::new(loaded.plan.clone())))
+                .map_err(lost)?;
+            let mut pid = pid;
+            loop {
+                match ch.recv().map_err(lost)? {
+                    Some(Msg::Log(line)) => (opts.log)(&line),
+                    Some(Msg::Pid(p)) => {
+                        pid = p;
+                        undo.pid = Some(p);
+                        st.pid = p;
+                        st.pid_start = state::pid_start(p).unwrap_or(0);
+                        state::save(opts.bundle, &st)?;
+                    }
+                    Some(Msg::Ready) => break,
+                    Some(Msg::Error(e)) => return Err(RuntimeError::Init(e)),
+                    Some(other) => {
+                        return Err(RuntimeError::Init(format!(
+                            "unexpected {other:?} from init"
+                        )))
+                    }
+                    None => {
+                        return Err(RuntimeError::Init("init exited before it was ready".into()))
+                    }
+                }
+            }
+            Ok((pid, cg, ch))
+        })();
+        match res {
+            Ok((pid, cgroup, ch)) => Ok(Container {
+                id: opts.id.to_string(),
+                bundle: opts.bundle.to_path_buf(),
+                pid,
+                cgroup,
+                channel: Some(ch),
+                rootfs_mount: undo.rootfs.take(),
+            }),
+            Err(e) => {
+                undo.run(opts.bundle);
+                Err(e)
+            }
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Release the init to exec the user's program; returns once exec succeeded or failed.
+    pub fn start(&mut self) -> Result<()> {
+        let mut ch = self
+            .channel
+            .take()
+            .ok_or(RuntimeError::BadState("already started"))?;
+        let lost = |e: std::io::Error| RuntimeError::Init(format!("talk to init: {e}"));
+        ch.send(&Msg::Start).map_err(lost)?;
+        match ch.recv().map_err(lost)? {
+            None => Ok(()),
+            Some(Msg::Error(e)) => Err(RuntimeError::Init(e)),
+            Some(other) => Err(RuntimeError::Init(format!(
+                "unexpected {other:?} from init"
+            ))),
+        }
+    }
+
+    /// Signal the init, or every process of the container (`all`).
+    pub fn kill(&self, signal: Signal, all: bool) -> Result<()> {
+        if all {
+            return Ok(self.cgroup.kill_all(signal)?);
+        }
+        kill(Pid::from_raw(self.pid), signal).map_err(|source| RuntimeError::Sys {
+            op: "kill",
+            path: format!("pid {}", self.pid),
+            source,
+        })
+    }
+
+    pub fn pids(&self) -> Result<Vec<i32>> {
+        Ok(self.cgroup.pids()?)
+    }
+
+    /// Record the init's exit on disk so `delete` after a shim crash reports it.
+    pub fn record_exit(&self, status: i32) {
+        if let Ok(Some(mut st)) = state::load(&self.bundle) {
+            st.exit_status = Some(status);
+            let _ = state::save(&self.bundle, &st);
+        }
+    }
+
+    /// Remove what create made. The init must have exited (the caller reaps it); anything
+    /// still in the cgroup is killed first.
+    pub fn delete(mut self) -> Result<()> {
+        self.channel = None;
+        let _ = self.cgroup.kill_all(Signal::SIGKILL);
+        self.cgroup.destroy()?;
+        if let Some(r) = &self.rootfs_mount {
+            rootfs_mount::unmount(r)?;
+        }
+        state::remove(&self.bundle);
+        Ok(())
+    }
+}
+
+/// What a failed create must take back, in reverse order of making.
+#[derive(Default)]
+struct Undo {
+    pid: Option<i32>,
+    cgroup: Option<Manager>,
+    rootfs: Option<PathBuf>,
+}
+
+impl Undo {
+    fn run(&mut self, bundle: &Path) {
+        if let Some(pid) = self.pid {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        if let Some(cg) = &self.cgroup {
+            let _ = cg.kill_all(Signal::SIGKILL);
+            if let Err(e) = cg.destroy() {
+                log::warn!("failed create: remove cgroup: {e}");
+            }
+        }
+        if let Some(r) = &self.rootfs {
+            if let Err(e) = rootfs_mount::unmount(r) {
+                log::warn!("failed create: {e}");
+            }
+        }
+        state::remove(bundle);
+    }
+}
+
+/// `delete` after the shim is gone: kill what is left, remove the cgroup, unmount the rootfs,
+/// forget the state. Returns the init's pid and its exit status when they were recorded.
+pub fn cleanup(bundle: &Path) -> Result<(i32, Option<i32>)> {
+    let Some(st) = state::load(bundle)? else {
+        return Ok((0, None));
+    };
+    if st.pid > 0 && st.pid_start != 0 && state::pid_start(st.pid) == Some(st.pid_start) {
+        let _ = kill(Pid::from_raw(st.pid), Signal::SIGKILL);
+    }
+    if let Some(cs) = &st.cgroup {
+        let cg = Manager::from_state(cs);
+        let _ = cg.kill_all(Signal::SIGKILL);
+        cg.destroy()?;
+    }
+    if let Some(r) = &st.rootfs_mount {
+        rootfs_mount::unmount(r)?;
+    }
+    state::remove(bundle);
+    Ok((st.pid, st.exit_status))
+}

@@ -1,0 +1,116 @@
+//! The init helper: our own binary re-exec'd by the runtime inside the container's new
+//! namespaces. It is single-threaded and fresh, so ordinary Rust is fine here. It becomes the
+//! container: see `channel.rs` for the handshake.
+
+mod net;
+mod paths;
+mod process;
+mod rootfs;
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+
+use nix::sched::{setns, unshare, CloneFlags};
+
+use crate::channel::{Channel, Msg};
+use crate::spawn::SYNC_FD;
+use crate::spec::Plan;
+
+/// Entry point when argv[1] is [`crate::spawn::INIT_ARG`]. Never returns.
+pub fn main() -> ! {
+    // SAFETY: fd 3 was placed by the runtime's spawn and is ours alone.
+    let sock = unsafe { UnixStream::from_raw_fd(SYNC_FD) };
+    // The container's program must not inherit the channel: exec closes it, which tells the
+    // runtime that exec succeeded.
+    // SAFETY: fcntl on our own fd.
+    unsafe { libc::fcntl(SYNC_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
+    let mut ch = Channel(sock);
+    let err = match run(&mut ch) {
+        Ok(()) => std::process::exit(0),
+        Err(e) => e,
+    };
+    let _ = ch.send(&Msg::Error(err));
+    std::process::exit(1)
+}
+
+fn run(ch: &mut Channel) -> Result<(), String> {
+    // SAFETY: umask never fails; device nodes and dirs get exactly the modes asked for.
+    unsafe { libc::umask(0) };
+    let plan = match ch.recv().map_err(|e| format!("read plan: {e}"))? {
+        Some(Msg::Plan(p)) => p,
+        Some(other) => return Err(format!("expected the plan, got {other:?}")),
+        None => return Ok(()),
+    };
+    join_namespaces(&plan)?;
+    if plan
+        .namespaces
+        .iter()
+        .any(|n| n.flag == libc::CLONE_NEWPID && n.path.is_some())
+    {
+        // setns on a pid namespace applies to children only: fork, hand the runtime the
+        // child's pid (the shim, a subreaper, adopts it), and let this process go.
+        // SAFETY: this helper is single-threaded.
+        match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork into pid namespace: {e}"))? {
+            nix::unistd::ForkResult::Parent { child } => {
+                ch.send(&Msg::Pid(child.as_raw()))
+                    .map_err(|e| format!("report pid: {e}"))?;
+                std::process::exit(0);
+            }
+            nix::unistd::ForkResult::Child => {}
+        }
+    }
+    if plan.has_new_ns(libc::CLONE_NEWCGROUP) {
+        // After the runtime placed us in the cgroup, so that cgroup becomes the namespace root.
+        unshare(CloneFlags::CLONE_NEWCGROUP)
+            .map_err(|e| format!("unshare cgroup namespace: {e}"))?;
+    }
+    if plan.has_new_ns(libc::CLONE_NEWNET) {
+        net::loopback_up()?;
+    }
+    if let Some(h) = &plan.hostname {
+        nix::unistd::sethostname(h).map_err(|e| format!("sethostname {h:?}: {e}"))?;
+    }
+    let p = &plan.process;
+    if let Some(adj) = p.oom_score_adj {
+        if let Some(line) = process::set_oom_score_adj(adj)? {
+            let _ = ch.send(&Msg::Log(line));
+        }
+    }
+    rootfs::setup(&plan)?;
+    process::set_rlimits(p)?;
+    process::set_credentials(p)?;
+    if let Err(e) = std::env::set_current_dir(&p.cwd) {
+        return Err(format!("chdir to cwd {:?} set in config.json: {e}", p.cwd));
+    }
+    let exe = process::lookup(&p.args[0], &process::env_path(&p.env))?;
+    let prepared = process::prepare(p, &exe)?;
+    ch.send(&Msg::Ready)
+        .map_err(|e| format!("report ready: {e}"))?;
+    match ch.recv() {
+        Ok(Some(Msg::Start)) => {}
+        // The runtime went away or deleted us before Start: nothing to run.
+        Ok(None) | Err(_) => return Ok(()),
+        Ok(Some(other)) => return Err(format!("expected start, got {other:?}")),
+    }
+    Err(process::exec(p, &prepared))
+}
+
+/// Join the namespaces given by path, the mount namespace last (the others' paths are host
+/// paths).
+fn join_namespaces(plan: &Plan) -> Result<(), String> {
+    let mut ordered: Vec<_> = plan
+        .namespaces
+        .iter()
+        .filter(|n| n.path.is_some())
+        .collect();
+    ordered.sort_by_key(|n| n.flag == libc::CLONE_NEWNS);
+    for ns in ordered {
+        let Some(path) = &ns.path else { continue };
+        let f = std::fs::File::open(path)
+            .map_err(|e| format!("open namespace {}: {e}", path.display()))?;
+        let fd: OwnedFd = f.into();
+        setns(&fd, CloneFlags::from_bits_truncate(ns.flag))
+            .map_err(|e| format!("setns {}: {e}", path.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,292 @@
+//! The user's process: limits, credentials, capabilities, executable lookup and the final exec.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::caps::CapSets;
+use crate::spec::{ProcessPlan, DEFAULT_PATH};
+
+type R<T> = std::result::Result<T, String>;
+
+fn errno(op: &str) -> String {
+    format!("{op}: {}", std::io::Error::last_os_error())
+}
+
+pub fn set_rlimits(p: &ProcessPlan) -> R<()> {
+    for r in &p.rlimits {
+        let lim = libc::rlimit {
+            rlim_cur: r.soft,
+            rlim_max: r.hard,
+        };
+        // SAFETY: plain syscall with a valid struct.
+        if unsafe { libc::setrlimit(r.resource as _, &lim) } != 0 {
+            return Err(errno(&format!("setrlimit({})", r.resource)));
+        }
+    }
+    Ok(())
+}
+
+/// Returns a log line when the kernel refused the value but the one in force already equals it.
+pub fn set_oom_score_adj(value: i32) -> R<Option<String>> {
+    const P: &str = "/proc/self/oom_score_adj";
+    match std::fs::write(P, value.to_string()) {
+        Ok(()) => Ok(None),
+        Err(e) => {
+            let current = std::fs::read_to_string(P)
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok());
+            if current == Some(value) {
+                Ok(Some(format!(
+                    "oom_score_adj {value}: kernel refused the write ({e}); it is already in force"
+                )))
+            } else {
+                Err(format!(
+                    "write {value} to oom_score_adj (now {current:?}): {e}"
+                ))
+            }
+        }
+    }
+}
+
+fn cap_last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Drop the bounding set first (needs CAP_SETPCAP, which the later capset may remove), then
+/// switch user keeping capabilities, then install the spec's sets.
+pub fn set_credentials(p: &ProcessPlan) -> R<()> {
+    let last = cap_last_cap();
+    let known: u64 = if last >= 63 {
+        u64::MAX
+    } else {
+        (1u64 << (last + 1)) - 1
+    };
+    if let Some(c) = &p.caps {
+        for cap in 0..=last {
+            if c.bounding & (1 << cap) == 0 {
+                // SAFETY: prctl with integer arguments.
+                if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0
+                {
+                    return Err(errno(&format!(
+                        "drop capability {cap} from the bounding set"
+                    )));
+                }
+            }
+        }
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
+    }
+    let groups: Vec<libc::gid_t> = p.additional_gids.clone();
+    // SAFETY: valid pointer and length.
+    if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } != 0 {
+        return Err(errno(&format!("setgroups({:?})", groups)));
+    }
+    // SAFETY: plain syscalls.
+    if unsafe { libc::setresgid(p.gid, p.gid, p.gid) } != 0 {
+        return Err(errno(&format!("setresgid({})", p.gid)));
+    }
+    if unsafe { libc::setresuid(p.uid, p.uid, p.uid) } != 0 {
+        return Err(errno(&format!("setresuid({})", p.uid)));
+    }
+    if let Some(c) = &p.caps {
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
+        capset(c, known)?;
+        // SAFETY: prctl with integer arguments.
+        unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL,
+                0,
+                0,
+                0,
+            );
+        }
+        for cap in 0..=last {
+            if c.ambient & (1 << cap) != 0 {
+                // SAFETY: prctl with integer arguments.
+                let r = unsafe {
+                    libc::prctl(
+                        libc::PR_CAP_AMBIENT,
+                        libc::PR_CAP_AMBIENT_RAISE,
+                        cap as libc::c_ulong,
+                        0,
+                        0,
+                    )
+                };
+                if r != 0 {
+                    return Err(errno(&format!("raise ambient capability {cap}")));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn capset(c: &CapSets, known: u64) -> R<()> {
+    let mut hdr = CapHeader {
+        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+        pid: 0,
+    };
+    let (e, p, i) = (
+        c.effective & known,
+        c.permitted & known,
+        c.inheritable & known,
+    );
+    let data = [
+        CapData {
+            effective: e as u32,
+            permitted: p as u32,
+            inheritable: i as u32,
+        },
+        CapData {
+            effective: (e >> 32) as u32,
+            permitted: (p >> 32) as u32,
+            inheritable: (i >> 32) as u32,
+        },
+    ];
+    // SAFETY: capset with a v3 header and two data words, as the ABI requires.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) };
+    if r != 0 {
+        return Err(errno("capset"));
+    }
+    Ok(())
+}
+
+pub fn env_path(env: &[String]) -> String {
+    env.iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH)
+        .to_string()
+}
+
+fn is_executable(p: &Path) -> bool {
+    let Ok(c) = CString::new(p.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: access with a valid C string.
+    p.is_file() && unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0
+}
+
+/// Go's exec.LookPath, so the errors read like runc's.
+pub fn lookup(arg0: &str, path_var: &str) -> R<PathBuf> {
+    if arg0.contains('/') {
+        let p = PathBuf::from(arg0);
+        return match std::fs::metadata(&p) {
+            Err(e) => Err(format!("exec: {arg0:?}: stat {arg0}: {}", io_text(&e))),
+            Ok(m) if m.is_dir() => Err(format!("exec: {arg0:?}: is a directory")),
+            Ok(_) if !is_executable(&p) => Err(format!("exec: {arg0:?}: permission denied")),
+            Ok(_) => Ok(p),
+        };
+    }
+    for dir in path_var.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let cand = Path::new(dir).join(arg0);
+        if is_executable(&cand) {
+            return Ok(cand);
+        }
+    }
+    Err(format!(
+        "exec: {arg0:?}: executable file not found in $PATH"
+    ))
+}
+
+fn io_text(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => nix::Error::from_raw(code).desc().to_lowercase(),
+        None => e.to_string(),
+    }
+}
+
+pub struct Prepared {
+    pub path: CString,
+    pub argv: Vec<CString>,
+    pub envp: Vec<CString>,
+}
+
+pub fn prepare(p: &ProcessPlan, path: &Path) -> R<Prepared> {
+    let c =
+        |s: &[u8]| CString::new(s).map_err(|_| "process.args/env contain a NUL byte".to_string());
+    Ok(Prepared {
+        path: c(path.as_os_str().as_bytes())?,
+        argv: p.args.iter().map(|a| c(a.as_bytes())).collect::<R<_>>()?,
+        envp: p.env.iter().map(|a| c(a.as_bytes())).collect::<R<_>>()?,
+    })
+}
+
+/// The last steps before exec, and exec itself. Returns only on failure.
+pub fn exec(p: &ProcessPlan, prep: &Prepared) -> String {
+    // SAFETY: umask never fails.
+    unsafe { libc::umask(p.umask.unwrap_or(0o022) as libc::mode_t) };
+    if p.no_new_privileges {
+        // SAFETY: prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return errno("prctl(PR_SET_NO_NEW_PRIVS)");
+        }
+    }
+    // Rust ignores SIGPIPE and the shim blocks signals: the user's program gets clean defaults.
+    // SAFETY: resetting dispositions and the mask of this single-threaded process.
+    unsafe {
+        for sig in 1..libc::SIGRTMAX() {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+    let mut argv: Vec<*const libc::c_char> = prep.argv.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = prep.envp.iter().map(|a| a.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    // SAFETY: NUL-terminated arrays of valid C strings.
+    unsafe { libc::execve(prep.path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    let err = std::io::Error::last_os_error();
+    format!("exec {}: {}", prep.path.to_string_lossy(), io_text(&err))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_reads_like_go() {
+        assert_eq!(
+            lookup("sh", "/nonexistent:/bin").unwrap(),
+            PathBuf::from("/bin/sh")
+        );
+        assert_eq!(
+            lookup("nosuchbinary", "/bin:/usr/bin").unwrap_err(),
+            "exec: \"nosuchbinary\": executable file not found in $PATH"
+        );
+        assert!(lookup("/nonexistent/x", "")
+            .unwrap_err()
+            .contains("no such file or directory"));
+    }
+
+    #[test]
+    fn path_from_env_or_default() {
+        assert_eq!(env_path(&["A=1".into(), "PATH=/x".into()]), "/x");
+        assert_eq!(env_path(&[]), DEFAULT_PATH);
+    }
+}

@@ -1,0 +1,409 @@
+//! The container's filesystem view: propagation, the spec's mounts, /dev, pivot_root, masked
+//! and read-only paths. Runs in the helper, inside the new mount namespace.
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::{mknodat, Mode, SFlag};
+use nix::unistd::{chdir, fchownat, pivot_root, symlinkat, Gid, Uid};
+
+use super::paths::{ensure, mkdir_all, openat2_in_root, proc_fd, split};
+use crate::mountopts::bind_remount_flags;
+use crate::spec::{DevicePlan, MountPlan, Plan};
+
+type R<T> = std::result::Result<T, String>;
+
+fn e<'a>(op: &str, path: &'a str) -> impl FnOnce(nix::Error) -> String + 'a {
+    let op = op.to_string();
+    move |err| format!("{op} {path}: {err}")
+}
+
+fn eio<'a>(op: &str, path: &'a str) -> impl FnOnce(std::io::Error) -> String + 'a {
+    let op = op.to_string();
+    move |err| format!("{op} {path}: {err}")
+}
+
+const NONE: Option<&str> = None;
+
+pub fn setup(plan: &Plan) -> R<()> {
+    let rootfs = plan.rootfs.to_string_lossy().to_string();
+    mount(
+        NONE,
+        "/",
+        NONE,
+        MsFlags::from_bits_truncate(plan.rootfs_propagation),
+        NONE,
+    )
+    .map_err(e("set propagation of", "/"))?;
+    if plan.rootfs_propagation & MsFlags::MS_SHARED.bits() != 0 {
+        make_parent_mount_private(&plan.rootfs)?;
+    }
+    mount(
+        Some(rootfs.as_str()),
+        rootfs.as_str(),
+        NONE,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        NONE,
+    )
+    .map_err(e("bind rootfs", &rootfs))?;
+    // Opened after the self-bind, so mounts made through it land on the mount we pivot into.
+    let root: OwnedFd = std::fs::File::open(&plan.rootfs)
+        .map_err(eio("open rootfs", &rootfs))?
+        .into();
+
+    for m in &plan.mounts {
+        mount_one(&root, m, plan)?;
+    }
+    if plan
+        .mounts
+        .iter()
+        .any(|m| m.destination == "/dev" && !m.options.is_bind())
+    {
+        default_devices(&root)?;
+    }
+    for d in &plan.devices {
+        make_device(&root, d)?;
+    }
+    if plan
+        .mounts
+        .iter()
+        .any(|m| m.destination == "/dev" && !m.options.is_bind())
+    {
+        dev_symlinks(&root, plan)?;
+    }
+
+    chdir(plan.rootfs.as_path()).map_err(e("chdir", &rootfs))?;
+    pivot_root(".", ".").map_err(e("pivot_root", &rootfs))?;
+    // The old root is stacked under the new one: detach it without propagating to the host.
+    mount(NONE, ".", NONE, MsFlags::MS_SLAVE | MsFlags::MS_REC, NONE)
+        .map_err(e("make old root rslave", "."))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(e("detach old root", "."))?;
+    chdir("/").map_err(e("chdir", "/"))?;
+
+    for p in &plan.masked_paths {
+        mask(p)?;
+    }
+    for p in &plan.readonly_paths {
+        readonly(p)?;
+    }
+    if plan.readonly_root {
+        let flags =
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | current_flags("/")?;
+        mount(NONE, "/", NONE, flags, NONE).map_err(e("remount read-only", "/"))?;
+    }
+    Ok(())
+}
+
+/// pivot_root refuses a new root whose parent mount is shared; runc makes it private too.
+fn make_parent_mount_private(rootfs: &Path) -> R<()> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(eio("read", "/proc/self/mountinfo"))?;
+    let parent = rootfs.parent().unwrap_or(Path::new("/"));
+    let best = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|mp| parent.starts_with(mp))
+        .max_by_key(|mp| mp.len())
+        .unwrap_or("/")
+        .to_string();
+    mount(NONE, best.as_str(), NONE, MsFlags::MS_PRIVATE, NONE).map_err(e("make private", &best))
+}
+
+/// The per-mount flags in force at `path`, so a remount keeps nosuid/nodev/noexec.
+fn current_flags(path: &str) -> R<MsFlags> {
+    let st = nix::sys::statvfs::statvfs(path).map_err(e("statvfs", path))?;
+    use nix::sys::statvfs::FsFlags;
+    let f = st.flags();
+    let mut out = MsFlags::empty();
+    for (from, to) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+    ] {
+        if f.contains(from) {
+            out |= to;
+        }
+    }
+    Ok(out)
+}
+
+fn mount_one(root: &OwnedFd, m: &MountPlan, plan: &Plan) -> R<()> {
+    let dest = m.destination.as_str();
+    if m.fstype == "cgroup" || m.fstype == "cgroup2" {
+        return mount_cgroup(root, m, plan);
+    }
+    let flags = m.options.ms_flags();
+    if m.options.is_bind() {
+        let src = m.source.as_deref().unwrap_or_default();
+        let meta = std::fs::metadata(src).map_err(eio("bind mount source", src))?;
+        let target = ensure(root, dest, meta.is_dir()).map_err(eio("create mount point", dest))?;
+        mount(
+            Some(src),
+            proc_fd(&target).as_str(),
+            NONE,
+            flags & (MsFlags::MS_BIND | MsFlags::MS_REC),
+            NONE,
+        )
+        .map_err(|err| format!("bind mount {src} on {dest}: {err}"))?;
+        let extra = bind_remount_flags(flags.bits());
+        if extra != 0 {
+            // The first call ignores per-mount flags on a bind: remount the new mount itself.
+            let new = openat2_in_root(root, dest, libc::O_PATH).map_err(eio("reopen", dest))?;
+            mount(
+                NONE,
+                proc_fd(&new).as_str(),
+                NONE,
+                MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::from_bits_truncate(extra),
+                NONE,
+            )
+            .map_err(e("remount bind", dest))?;
+        }
+    } else {
+        let target = ensure(root, dest, true).map_err(eio("create mount point", dest))?;
+        let data = (!m.options.data.is_empty()).then_some(m.options.data.as_str());
+        let src = m.source.as_deref().unwrap_or(m.fstype.as_str());
+        mount(
+            Some(src),
+            proc_fd(&target).as_str(),
+            Some(m.fstype.as_str()),
+            flags,
+            data,
+        )
+        .map_err(|err| format!("mount {} ({}) on {dest}: {err}", src, m.fstype))?;
+    }
+    apply_propagation(root, dest, &m.options.propagation)
+}
+
+fn apply_propagation(root: &OwnedFd, dest: &str, props: &[u64]) -> R<()> {
+    if props.is_empty() {
+        return Ok(());
+    }
+    let new = openat2_in_root(root, dest, libc::O_PATH).map_err(eio("reopen", dest))?;
+    for p in props {
+        mount(
+            NONE,
+            proc_fd(&new).as_str(),
+            NONE,
+            MsFlags::from_bits_truncate(*p),
+            NONE,
+        )
+        .map_err(e("set propagation of", dest))?;
+    }
+    Ok(())
+}
+
+/// The container sees only its own cgroup: each hierarchy's leaf is bound in (v1, under a
+/// tmpfs), or the v2 leaf is bound (or cgroup2 mounted when the container has its own cgroup
+/// namespace, whose root is that leaf).
+fn mount_cgroup(root: &OwnedFd, m: &MountPlan, plan: &Plan) -> R<()> {
+    let dest = m.destination.as_str();
+    let flags = m.options.ms_flags();
+    let per_mount = MsFlags::from_bits_truncate(bind_remount_flags(flags.bits()));
+    let target = ensure(root, dest, true).map_err(eio("create mount point", dest))?;
+    if plan.cgroup_v2 {
+        if plan.has_new_ns(libc::CLONE_NEWCGROUP) {
+            mount(
+                Some("cgroup2"),
+                proc_fd(&target).as_str(),
+                Some("cgroup2"),
+                flags,
+                NONE,
+            )
+            .map_err(e("mount cgroup2 on", dest))?;
+        } else if let Some(b) = plan.cgroup_binds.first() {
+            bind_ro(root, &b.host_path.to_string_lossy(), dest, per_mount)?;
+        }
+        return apply_propagation(root, dest, &m.options.propagation);
+    }
+    mount(
+        Some("tmpfs"),
+        proc_fd(&target).as_str(),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=755"),
+    )
+    .map_err(e("mount tmpfs for cgroups on", dest))?;
+    for b in &plan.cgroup_binds {
+        let sub = format!("{}/{}", dest.trim_end_matches('/'), b.name);
+        mkdir_all(root, &sub).map_err(eio("create cgroup mount point", &sub))?;
+        bind_ro(root, &b.host_path.to_string_lossy(), &sub, per_mount)?;
+        // runc's layout: "cpu" and "cpuacct" as links to a co-mounted "cpu,cpuacct".
+        if b.name.contains(',') {
+            for part in b.name.split(',') {
+                let (parent, _) = split(&sub);
+                if let Ok(pfd) = openat2_in_root(root, &parent, libc::O_DIRECTORY | libc::O_RDONLY)
+                {
+                    let _ = symlinkat(b.name.as_str(), &pfd, part);
+                }
+            }
+        }
+    }
+    if flags.contains(MsFlags::MS_RDONLY) {
+        let new = openat2_in_root(root, dest, libc::O_PATH).map_err(eio("reopen", dest))?;
+        mount(
+            NONE,
+            proc_fd(&new).as_str(),
+            NONE,
+            MsFlags::MS_REMOUNT
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV
+                | MsFlags::MS_NOEXEC,
+            Some("mode=755"),
+        )
+        .map_err(e("remount read-only", dest))?;
+    }
+    apply_propagation(root, dest, &m.options.propagation)
+}
+
+fn bind_ro(root: &OwnedFd, src: &str, dest: &str, per_mount: MsFlags) -> R<()> {
+    let target = ensure(root, dest, true).map_err(eio("create mount point", dest))?;
+    mount(
+        Some(src),
+        proc_fd(&target).as_str(),
+        NONE,
+        MsFlags::MS_BIND,
+        NONE,
+    )
+    .map_err(|err| format!("bind mount {src} on {dest}: {err}"))?;
+    if !per_mount.is_empty() {
+        let new = openat2_in_root(root, dest, libc::O_PATH).map_err(eio("reopen", dest))?;
+        mount(
+            NONE,
+            proc_fd(&new).as_str(),
+            NONE,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | per_mount,
+            NONE,
+        )
+        .map_err(e("remount bind", dest))?;
+    }
+    Ok(())
+}
+
+const DEFAULT_DEVICES: [(&str, u64, u64); 6] = [
+    ("/dev/null", 1, 3),
+    ("/dev/zero", 1, 5),
+    ("/dev/full", 1, 7),
+    ("/dev/random", 1, 8),
+    ("/dev/urandom", 1, 9),
+    ("/dev/tty", 5, 0),
+];
+
+fn default_devices(root: &OwnedFd) -> R<()> {
+    for (path, major, minor) in DEFAULT_DEVICES {
+        make_device(
+            root,
+            &DevicePlan {
+                path: path.to_string(),
+                kind: libc::S_IFCHR,
+                major,
+                minor,
+                mode: 0o666,
+                uid: 0,
+                gid: 0,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+fn make_device(root: &OwnedFd, d: &DevicePlan) -> R<()> {
+    let (parent, name) = split(&d.path);
+    mkdir_all(root, &parent).map_err(eio("create", &parent))?;
+    let dir = openat2_in_root(root, &parent, libc::O_DIRECTORY | libc::O_RDONLY)
+        .map_err(eio("open", &parent))?;
+    let kind = SFlag::from_bits_truncate(d.kind);
+    let dev = nix::sys::stat::makedev(d.major, d.minor);
+    match mknodat(
+        &dir,
+        name.as_str(),
+        kind,
+        Mode::from_bits_truncate(d.mode),
+        dev,
+    ) {
+        Ok(()) => {}
+        Err(nix::Error::EEXIST) => return Ok(()),
+        Err(err) => return Err(format!("mknod {}: {err}", d.path)),
+    }
+    // mknod's mode went through the umask; set exactly what the spec asks.
+    nix::sys::stat::fchmodat(
+        &dir,
+        name.as_str(),
+        Mode::from_bits_truncate(d.mode),
+        nix::sys::stat::FchmodatFlags::NoFollowSymlink,
+    )
+    .or_else(|err| {
+        if err == nix::Error::EOPNOTSUPP {
+            Ok(())
+        } else {
+            Err(err)
+        }
+    })
+    .map_err(e("chmod", &d.path))?;
+    fchownat(
+        &dir,
+        name.as_str(),
+        Some(Uid::from_raw(d.uid)),
+        Some(Gid::from_raw(d.gid)),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(e("chown", &d.path))
+}
+
+fn dev_symlinks(root: &OwnedFd, plan: &Plan) -> R<()> {
+    let dev = openat2_in_root(root, "dev", libc::O_DIRECTORY | libc::O_RDONLY)
+        .map_err(eio("open", "/dev"))?;
+    let mut links = vec![
+        ("/proc/self/fd", "fd"),
+        ("/proc/self/fd/0", "stdin"),
+        ("/proc/self/fd/1", "stdout"),
+        ("/proc/self/fd/2", "stderr"),
+    ];
+    if plan.mounts.iter().any(|m| m.destination == "/proc") {
+        links.push(("/proc/kcore", "core"));
+    }
+    if plan.mounts.iter().any(|m| m.destination == "/dev/pts") {
+        links.push(("pts/ptmx", "ptmx"));
+    }
+    for (target, name) in links {
+        match symlinkat(target, &dev, name) {
+            Ok(()) | Err(nix::Error::EEXIST) => {}
+            Err(err) => return Err(format!("symlink /dev/{name}: {err}")),
+        }
+    }
+    Ok(())
+}
+
+fn mask(path: &str) -> R<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(format!("mask {path}: {err}")),
+    };
+    if meta.is_dir() {
+        mount(Some("tmpfs"), path, Some("tmpfs"), MsFlags::MS_RDONLY, NONE).map_err(e("mask", path))
+    } else {
+        mount(Some("/dev/null"), path, NONE, MsFlags::MS_BIND, NONE).map_err(e("mask", path))
+    }
+}
+
+fn readonly(path: &str) -> R<()> {
+    match mount(
+        Some(path),
+        path,
+        NONE,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        NONE,
+    ) {
+        Ok(()) => {}
+        Err(nix::Error::ENOENT) => return Ok(()),
+        Err(err) => return Err(format!("bind {path} read-only: {err}")),
+    }
+    let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | current_flags(path)?;
+    mount(NONE, path, NONE, flags | MsFlags::MS_REC, NONE).map_err(e("remount read-only", path))
+}

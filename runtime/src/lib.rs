@@ -1,0 +1,19 @@
+//! crt's OCI runtime: turns a bundle (config.json + rootfs) into a container with its own
+//! namespaces, cgroup, root filesystem and credentials. It knows nothing of ttrpc or containerd.
+
+pub mod caps;
+pub mod cgroups;
+mod channel;
+pub mod container;
+pub mod error;
+pub mod features;
+pub mod init;
+pub mod mountopts;
+pub mod rootfs_mount;
+pub mod spawn;
+pub mod spec;
+pub mod state;
+
+pub use container::{cleanup, Container, CreateOpts};
+pub use error::{Result, RuntimeError};
+pub use rootfs_mount::RootfsMount;

@@ -1,0 +1,531 @@
+//! config.json → a validated [`Plan`]. Everything the init helper needs is checked and resolved
+//! here, once, in the shim; the helper never sees the raw spec. A field crt cannot honour is an
+//! error naming the field, never silently dropped.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxDeviceType, LinuxNamespaceType, LinuxResources, Spec};
+use serde::{Deserialize, Serialize};
+
+use crate::caps::{self, CapSets};
+use crate::error::{Result, RuntimeError};
+use crate::mountopts::{self, MountOptions};
+
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NsPlan {
+    /// The CLONE_NEW* flag of this namespace.
+    pub flag: i32,
+    /// Join this namespace instead of creating one.
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MountPlan {
+    pub destination: String,
+    pub source: Option<String>,
+    pub fstype: String,
+    pub options: MountOptions,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DevicePlan {
+    pub path: String,
+    /// S_IFCHR, S_IFBLK or S_IFIFO.
+    pub kind: u32,
+    pub major: u64,
+    pub minor: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Rlimit {
+    pub resource: i32,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProcessPlan {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub umask: Option<u32>,
+    pub rlimits: Vec<Rlimit>,
+    pub caps: Option<CapSets>,
+    pub no_new_privileges: bool,
+    pub oom_score_adj: Option<i32>,
+}
+
+/// A bind of one cgroup hierarchy's leaf into the container's cgroup mount (filled in by the
+/// runtime once the cgroup exists).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CgroupBind {
+    /// Name below the cgroup mount ("memory", "cpu,cpuacct", "systemd"); empty for v2.
+    pub name: String,
+    pub host_path: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Plan {
+    pub rootfs: PathBuf,
+    pub readonly_root: bool,
+    /// Propagation of `/` inside the container (MS_SLAVE|MS_REC unless the spec says otherwise).
+    pub rootfs_propagation: u64,
+    pub namespaces: Vec<NsPlan>,
+    pub hostname: Option<String>,
+    pub mounts: Vec<MountPlan>,
+    pub devices: Vec<DevicePlan>,
+    pub masked_paths: Vec<String>,
+    pub readonly_paths: Vec<String>,
+    pub process: ProcessPlan,
+    pub cgroup_binds: Vec<CgroupBind>,
+    pub cgroup_v2: bool,
+}
+
+/// What the shim side keeps of the spec beside the plan.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub plan: Plan,
+    pub cgroups_path: Option<String>,
+    pub resources: Option<LinuxResources>,
+}
+
+impl Plan {
+    pub fn has_new_ns(&self, flag: i32) -> bool {
+        self.namespaces
+            .iter()
+            .any(|n| n.flag == flag && n.path.is_none())
+    }
+    pub fn has_ns(&self, flag: i32) -> bool {
+        self.namespaces.iter().any(|n| n.flag == flag)
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> RuntimeError {
+    RuntimeError::InvalidSpec(msg.into())
+}
+
+fn unsupported(field: &str) -> RuntimeError {
+    RuntimeError::Unsupported {
+        field: field.to_string(),
+    }
+}
+
+pub fn load(bundle: &Path) -> Result<Loaded> {
+    let path = bundle.join("config.json");
+    let data = std::fs::read(&path).map_err(|source| RuntimeError::ReadSpec {
+        path: path.clone(),
+        source,
+    })?;
+    let spec: Spec = serde_json::from_slice(&data).map_err(|e| RuntimeError::ParseSpec {
+        path: path.clone(),
+        msg: e.to_string(),
+    })?;
+    plan(&spec, bundle)
+}
+
+pub fn plan(spec: &Spec, bundle: &Path) -> Result<Loaded> {
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| invalid("root is missing"))?;
+    let rootfs = if root.path().is_absolute() {
+        root.path().clone()
+    } else {
+        bundle.join(root.path())
+    };
+    if root.path().as_os_str().is_empty() {
+        return Err(invalid("root.path is empty"));
+    }
+    if spec.hooks().as_ref().is_some_and(|h| {
+        let n = |v: &Option<Vec<_>>| v.as_ref().is_some_and(|v| !v.is_empty());
+        #[allow(deprecated)]
+        let prestart = n(h.prestart());
+        prestart
+            || n(h.create_runtime())
+            || n(h.create_container())
+            || n(h.start_container())
+            || n(h.poststart())
+            || n(h.poststop())
+    }) {
+        return Err(unsupported("hooks"));
+    }
+    if spec.domainname().as_ref().is_some_and(|d| !d.is_empty()) {
+        return Err(unsupported("domainname"));
+    }
+
+    let linux = spec
+        .linux()
+        .as_ref()
+        .ok_or_else(|| invalid("linux is missing"))?;
+    let mut namespaces = Vec::new();
+    for ns in linux.namespaces().as_deref().unwrap_or_default() {
+        let flag = ns.typ() as i32;
+        match ns.typ() {
+            LinuxNamespaceType::User => return Err(unsupported("linux.namespaces: user")),
+            LinuxNamespaceType::Time => return Err(unsupported("linux.namespaces: time")),
+            _ => {}
+        }
+        if namespaces.iter().any(|n: &NsPlan| n.flag == flag) {
+            return Err(invalid(format!(
+                "linux.namespaces: {} listed twice",
+                ns.typ()
+            )));
+        }
+        let path = ns.path().clone();
+        if let Some(p) = &path {
+            if !p.is_absolute() {
+                return Err(invalid(format!(
+                    "linux.namespaces: {} path {} is not absolute",
+                    ns.typ(),
+                    p.display()
+                )));
+            }
+            if !p.exists() {
+                return Err(invalid(format!(
+                    "linux.namespaces: {} path {} does not exist",
+                    ns.typ(),
+                    p.display()
+                )));
+            }
+        }
+        namespaces.push(NsPlan { flag, path });
+    }
+    let plan_ns = |t: LinuxNamespaceType| namespaces.iter().any(|n| n.flag == t as i32);
+    if !plan_ns(LinuxNamespaceType::Mount) {
+        return Err(invalid("linux.namespaces: crt needs a mount namespace"));
+    }
+    let new_uts = namespaces
+        .iter()
+        .any(|n| n.flag == LinuxNamespaceType::Uts as i32 && n.path.is_none());
+    let hostname = spec.hostname().clone().filter(|h| !h.is_empty());
+    if hostname.is_some() && !new_uts {
+        return Err(invalid("hostname is set but there is no new uts namespace"));
+    }
+
+    if linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
+        || linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty())
+    {
+        return Err(unsupported("linux.uidMappings/gidMappings"));
+    }
+    if linux.sysctl().as_ref().is_some_and(|m| !m.is_empty()) {
+        return Err(unsupported("linux.sysctl"));
+    }
+    if linux.seccomp().is_some() {
+        return Err(unsupported("linux.seccomp"));
+    }
+    if linux.mount_label().as_ref().is_some_and(|m| !m.is_empty()) {
+        return Err(unsupported("linux.mountLabel"));
+    }
+    if linux.intel_rdt().is_some() {
+        return Err(unsupported("linux.intelRdt"));
+    }
+    if linux.personality().is_some() {
+        return Err(unsupported("linux.personality"));
+    }
+    if linux.time_offsets().as_ref().is_some_and(|m| !m.is_empty()) {
+        return Err(unsupported("linux.timeOffsets"));
+    }
+
+    let rootfs_propagation = match linux.rootfs_propagation().as_deref() {
+        None | Some("") => (nix::mount::MsFlags::MS_SLAVE | nix::mount::MsFlags::MS_REC).bits(),
+        Some(p) => {
+            let o = mountopts::parse(&[p.to_string()]).map_err(invalid)?;
+            match o.propagation.as_slice() {
+                [one] if o.flags == 0 => *one,
+                _ => {
+                    return Err(invalid(format!(
+                        "linux.rootfsPropagation: unknown value {p:?}"
+                    )))
+                }
+            }
+        }
+    };
+
+    let mut mounts = Vec::new();
+    for m in spec.mounts().as_deref().unwrap_or_default() {
+        let dest = m.destination().to_string_lossy().to_string();
+        if !dest.starts_with('/') {
+            return Err(invalid(format!(
+                "mounts: destination {dest:?} is not absolute"
+            )));
+        }
+        if m.uid_mappings().is_some() || m.gid_mappings().is_some() {
+            return Err(unsupported("mounts[].uidMappings/gidMappings"));
+        }
+        let options = mountopts::parse(m.options().as_deref().unwrap_or_default())
+            .map_err(|e| invalid(format!("mounts: {dest}: {e}")))?;
+        let fstype = m.typ().clone().unwrap_or_default();
+        let fstype = if fstype.is_empty() && options.is_bind() {
+            "bind".to_string()
+        } else {
+            fstype
+        };
+        if fstype.is_empty() {
+            return Err(invalid(format!(
+                "mounts: {dest}: no type and not a bind mount"
+            )));
+        }
+        let source = m.source().as_ref().map(|s| s.to_string_lossy().to_string());
+        if options.is_bind() {
+            match &source {
+                Some(s) if s.starts_with('/') => {}
+                Some(s) => {
+                    return Err(invalid(format!(
+                        "mounts: {dest}: bind source {s:?} is not absolute"
+                    )))
+                }
+                None => {
+                    return Err(invalid(format!(
+                        "mounts: {dest}: bind mount without source"
+                    )))
+                }
+            }
+        }
+        mounts.push(MountPlan {
+            destination: dest,
+            source,
+            fstype,
+            options,
+        });
+    }
+
+    let mut devices = Vec::new();
+    for d in linux.devices().as_deref().unwrap_or_default() {
+        let path = d.path().to_string_lossy().to_string();
+        if !path.starts_with("/dev/") {
+            return Err(invalid(format!(
+                "linux.devices: {path:?} is not under /dev"
+            )));
+        }
+        let kind = match d.typ() {
+            LinuxDeviceType::C | LinuxDeviceType::U => libc::S_IFCHR,
+            LinuxDeviceType::B => libc::S_IFBLK,
+            LinuxDeviceType::P => libc::S_IFIFO,
+            LinuxDeviceType::A => {
+                return Err(invalid(format!(
+                    "linux.devices: {path}: type \"a\" is not a device"
+                )))
+            }
+        };
+        if d.major() < 0 || d.minor() < 0 {
+            return Err(invalid(format!(
+                "linux.devices: {path}: negative major/minor"
+            )));
+        }
+        devices.push(DevicePlan {
+            path,
+            kind,
+            major: d.major() as u64,
+            minor: d.minor() as u64,
+            mode: d.file_mode().unwrap_or(0o666) & 0o7777,
+            uid: d.uid().unwrap_or(0),
+            gid: d.gid().unwrap_or(0),
+        });
+    }
+
+    let process = process_plan(spec)?;
+    let cgroups_path = linux
+        .cgroups_path()
+        .as_ref()
+        .map(|p| p.to_string_lossy().to_string())
+        .filter(|p| !p.is_empty());
+
+    Ok(Loaded {
+        plan: Plan {
+            rootfs,
+            readonly_root: root.readonly().unwrap_or(false),
+            rootfs_propagation,
+            namespaces,
+            hostname,
+            mounts,
+            devices,
+            masked_paths: linux.masked_paths().clone().unwrap_or_default(),
+            readonly_paths: linux.readonly_paths().clone().unwrap_or_default(),
+            process,
+            cgroup_binds: Vec::new(),
+            cgroup_v2: false,
+        },
+        cgroups_path,
+        resources: linux.resources().clone(),
+    })
+}
+
+fn process_plan(spec: &Spec) -> Result<ProcessPlan> {
+    let p = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| invalid("process is missing"))?;
+    let args = p.args().clone().unwrap_or_default();
+    if args.is_empty() || args[0].is_empty() {
+        return Err(invalid("process.args must not be empty"));
+    }
+    if p.terminal().unwrap_or(false) {
+        return Err(unsupported("process.terminal"));
+    }
+    if p.apparmor_profile().as_ref().is_some_and(|s| !s.is_empty()) {
+        return Err(unsupported("process.apparmorProfile"));
+    }
+    if p.selinux_label().as_ref().is_some_and(|s| !s.is_empty()) {
+        return Err(unsupported("process.selinuxLabel"));
+    }
+    if p.scheduler().is_some() {
+        return Err(unsupported("process.scheduler"));
+    }
+    if p.io_priority().is_some() {
+        return Err(unsupported("process.ioPriority"));
+    }
+    let cwd = p.cwd().to_string_lossy().to_string();
+    if !cwd.starts_with('/') {
+        return Err(invalid(format!("process.cwd {cwd:?} is not absolute")));
+    }
+    let user = p.user();
+    let mut rlimits = Vec::new();
+    for r in p.rlimits().as_deref().unwrap_or_default() {
+        let name = r.typ().to_string();
+        let resource = rlimit_number(&name)
+            .ok_or_else(|| invalid(format!("process.rlimits: unknown type {name}")))?;
+        if r.soft() > r.hard() {
+            return Err(invalid(format!(
+                "process.rlimits: {name}: soft limit above hard limit"
+            )));
+        }
+        rlimits.push(Rlimit {
+            resource,
+            soft: r.soft(),
+            hard: r.hard(),
+        });
+    }
+    let caps = match p.capabilities() {
+        None => None,
+        Some(c) => {
+            let m = |set: &Option<oci_spec::runtime::Capabilities>, name: &str| -> Result<u64> {
+                let names: Vec<String> = set
+                    .as_ref()
+                    .map(|s| s.iter().map(|c| c.to_string()).collect())
+                    .unwrap_or_default();
+                caps::mask(names, name).map_err(invalid)
+            };
+            Some(CapSets {
+                bounding: m(c.bounding(), "bounding")?,
+                effective: m(c.effective(), "effective")?,
+                inheritable: m(c.inheritable(), "inheritable")?,
+                permitted: m(c.permitted(), "permitted")?,
+                ambient: m(c.ambient(), "ambient")?,
+            })
+        }
+    };
+    Ok(ProcessPlan {
+        args,
+        env: p.env().clone().unwrap_or_default(),
+        cwd,
+        uid: user.uid(),
+        gid: user.gid(),
+        additional_gids: user.additional_gids().clone().unwrap_or_default(),
+        umask: user.umask(),
+        rlimits,
+        caps,
+        no_new_privileges: p.no_new_privileges().unwrap_or(false),
+        oom_score_adj: p.oom_score_adj(),
+    })
+}
+
+fn rlimit_number(name: &str) -> Option<i32> {
+    Some(match name {
+        "RLIMIT_CPU" => libc::RLIMIT_CPU,
+        "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
+        "RLIMIT_DATA" => libc::RLIMIT_DATA,
+        "RLIMIT_STACK" => libc::RLIMIT_STACK,
+        "RLIMIT_CORE" => libc::RLIMIT_CORE,
+        "RLIMIT_RSS" => libc::RLIMIT_RSS,
+        "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
+        "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE,
+        "RLIMIT_MEMLOCK" => libc::RLIMIT_MEMLOCK,
+        "RLIMIT_AS" => libc::RLIMIT_AS,
+        "RLIMIT_LOCKS" => libc::RLIMIT_LOCKS,
+        "RLIMIT_SIGPENDING" => libc::RLIMIT_SIGPENDING,
+        "RLIMIT_MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
+        "RLIMIT_NICE" => libc::RLIMIT_NICE,
+        "RLIMIT_RTPRIO" => libc::RLIMIT_RTPRIO,
+        "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
+        _ => return None,
+    } as i32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: &str) -> Spec {
+        serde_json::from_str(json).unwrap()
+    }
+
+    const BASE: &str = r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},
+        "process":{"args":["sh"],"cwd":"/","user":{"uid":0,"gid":0},
+          "capabilities":{"bounding":["CAP_CHOWN","CAP_KILL"],"effective":["CAP_KILL"]},
+          "rlimits":[{"type":"RLIMIT_NOFILE","soft":1024,"hard":1024}]},
+        "hostname":"h",
+        "mounts":[{"destination":"/proc","type":"proc","source":"proc"},
+                  {"destination":"/dev","type":"tmpfs","source":"tmpfs","options":["nosuid","mode=755"]}],
+        "linux":{"namespaces":[{"type":"pid"},{"type":"mount"},{"type":"uts"}],
+          "cgroupsPath":"/default/x","maskedPaths":["/proc/kcore"]}}"#;
+
+    #[test]
+    fn plans_a_plain_spec() {
+        let l = plan(&spec(BASE), Path::new("/b")).unwrap();
+        assert_eq!(l.plan.rootfs, PathBuf::from("/b/rootfs"));
+        assert_eq!(l.cgroups_path.as_deref(), Some("/default/x"));
+        assert!(l.plan.has_new_ns(libc::CLONE_NEWPID));
+        let caps = l.plan.process.caps.unwrap();
+        assert_eq!(caps.bounding, 1 | 1 << 5);
+        assert_eq!(caps.effective, 1 << 5);
+        assert_eq!(
+            l.plan.process.rlimits[0].resource,
+            libc::RLIMIT_NOFILE as i32
+        );
+        assert_eq!(l.plan.mounts[1].options.data, "mode=755");
+        assert_eq!(l.plan.masked_paths, vec!["/proc/kcore"]);
+    }
+
+    fn with(patch: impl FnOnce(&mut serde_json::Value)) -> Result<Loaded> {
+        let mut v: serde_json::Value = serde_json::from_str(BASE).unwrap();
+        patch(&mut v);
+        plan(&serde_json::from_value(v).unwrap(), Path::new("/b"))
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_honour() {
+        let e =
+            with(|v| v["linux"]["seccomp"] = serde_json::json!({"defaultAction":"SCMP_ACT_ALLOW"}));
+        assert!(e.unwrap_err().to_string().contains("linux.seccomp"));
+        let e = with(|v| v["linux"]["namespaces"][0]["type"] = "user".into());
+        assert!(e.unwrap_err().to_string().contains("user"));
+        let e = with(|v| v["process"]["terminal"] = true.into());
+        assert!(e.unwrap_err().to_string().contains("process.terminal"));
+    }
+
+    #[test]
+    fn rejects_malformed_specs() {
+        let e = with(|v| v["process"]["args"] = serde_json::json!([]));
+        assert!(e.unwrap_err().to_string().contains("process.args"));
+        let e = with(|v| v["process"]["cwd"] = "rel".into());
+        assert!(e.unwrap_err().to_string().contains("process.cwd"));
+        let e = with(|v| v["mounts"][0]["destination"] = "proc".into());
+        assert!(e.unwrap_err().to_string().contains("not absolute"));
+        let e = with(|v| v["linux"]["namespaces"] = serde_json::json!([{"type":"pid"}]));
+        assert!(e.unwrap_err().to_string().contains("mount namespace"));
+        let e = with(|v| {
+            v["linux"]["namespaces"] = serde_json::json!([{"type":"mount"}]);
+        });
+        assert!(e.unwrap_err().to_string().contains("hostname"));
+        let e = with(|v| v["process"]["rlimits"][0]["soft"] = 4096.into());
+        assert!(e.unwrap_err().to_string().contains("soft limit"));
+    }
+}

@@ -1,0 +1,269 @@
+//! `start` and `delete`, the two short-lived invocations containerd makes of the shim binary.
+
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use containerd_shim_protos::api::DeleteResponse;
+use containerd_shim_protos::bootstrap_api::{BootstrapParams, BootstrapResult};
+use containerd_shim_protos::protobuf::{Message, MessageField};
+use sha2::{Digest, Sha256};
+
+use crate::args::Args;
+
+const DEFAULT_SOCKET_DIR: &str = "/run/containerd/s";
+
+/// containerd 2.3+ sends BootstrapParams on stdin; older ones an options Any or nothing. A
+/// legacy Any also decodes as BootstrapParams, so only trust one whose id and namespace match.
+pub fn bootstrap(stdin: &[u8], a: &Args) -> Option<BootstrapParams> {
+    if stdin.is_empty() {
+        return None;
+    }
+    let p = BootstrapParams::parse_from_bytes(stdin).ok()?;
+    (p.instance_id == a.id && p.namespace == a.namespace).then_some(p)
+}
+
+/// Containers of one pod share a shim: group by the sandbox id (or runc's group annotation).
+pub fn group_id(bundle: &Path, id: &str) -> String {
+    let Ok(data) = std::fs::read(bundle.join("config.json")) else {
+        return id.to_string();
+    };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data) else {
+        return id.to_string();
+    };
+    let ann = &v["annotations"];
+    for key in [
+        "io.containerd.runc.v2.group",
+        "io.kubernetes.cri.sandbox-id",
+    ] {
+        if let Some(g) = ann[key].as_str().filter(|g| !g.is_empty()) {
+            return g.to_string();
+        }
+    }
+    id.to_string()
+}
+
+/// runc's scheme: sha256 of `<containerd address>/<namespace>/<group>` in the socket dir.
+pub fn socket_path(dir: &str, address: &str, ns: &str, group: &str) -> PathBuf {
+    let joined = Path::new(address).join(ns).join(group);
+    let hash = Sha256::digest(joined.to_string_lossy().as_bytes());
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    Path::new(dir).join(hex)
+}
+
+pub fn start(a: &Args) -> Result<(), String> {
+    let mut stdin = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut stdin);
+    let boot = bootstrap(&stdin, a);
+    let bundle = std::env::current_dir().map_err(|e| format!("cwd: {e}"))?;
+    let dir = boot
+        .as_ref()
+        .and_then(|b| b.socket_dir.clone())
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| DEFAULT_SOCKET_DIR.to_string());
+    let group = group_id(&bundle, &a.id);
+    let path = socket_path(&dir, &a.address, &a.namespace, &group);
+    let address = format!("unix://{}", path.display());
+
+    if UnixStream::connect(&path).is_ok() {
+        // A shim for this group is serving already: hand out its address.
+        write_address(&bundle, &address)?;
+        return reply(boot.is_some(), &address);
+    }
+    let _ = std::fs::remove_file(&path);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("create socket dir {dir}: {e}"))?;
+    let listener =
+        UnixListener::bind(&path).map_err(|e| format!("bind {}: {e}", path.display()))?;
+    let fd = listener.as_raw_fd();
+
+    let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "-namespace",
+        &a.namespace,
+        "-id",
+        &a.id,
+        "-address",
+        &a.address,
+    ])
+    .args(["-publish-binary", &a.publish_binary])
+    .args(["-socket", &path.to_string_lossy()]);
+    if a.debug {
+        cmd.arg("-debug");
+    }
+    cmd.arg("daemon")
+        .current_dir(&bundle)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: runs in the forked child of this single-threaded process; setsid and dup2 are
+    // async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2(3, 3) would leave FD_CLOEXEC set: clear it instead.
+            let placed = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if libc::setsid() < 0 || placed < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| {
+        let _ = std::fs::remove_file(&path);
+        format!("spawn shim daemon: {e}")
+    })?;
+    drop(listener);
+    // The daemon is a direct child only until we exit; containerd is not its parent.
+    std::mem::forget(child);
+    write_address(&bundle, &address)?;
+    reply(boot.is_some(), &address)
+}
+
+/// containerd 1.6 reconnects after a restart from `<bundle>/address`.
+fn write_address(bundle: &Path, address: &str) -> Result<(), String> {
+    std::fs::write(bundle.join("address"), address).map_err(|e| format!("write address file: {e}"))
+}
+
+fn reply(bootstrapped: bool, address: &str) -> Result<(), String> {
+    let mut out = std::io::stdout();
+    if bootstrapped {
+        // containerd 2.3+: a protobuf BootstrapResult; version 3 lets pod containers attach to
+        // this shim without a `start` each.
+        let r = BootstrapResult {
+            version: 3,
+            address: address.to_string(),
+            protocol: "ttrpc".to_string(),
+            ..Default::default()
+        };
+        let bytes = r
+            .write_to_bytes()
+            .map_err(|e| format!("encode reply: {e}"))?;
+        out.write_all(&bytes).map_err(|e| e.to_string())?;
+    } else {
+        // containerd 1.6 reads the whole output as the address (task API v2).
+        out.write_all(address.as_bytes())
+            .map_err(|e| e.to_string())?;
+    }
+    out.flush().map_err(|e| e.to_string())
+}
+
+/// `-info` (containerd 2.x, CRI at startup): a protobuf RuntimeInfo with the OCI features.
+pub fn info() -> Result<(), String> {
+    use containerd_shim_protos::protobuf::well_known_types::any::Any;
+    use containerd_shim_protos::types::introspection::{RuntimeInfo, RuntimeVersion};
+    let mut stdin = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut stdin);
+    let features =
+        serde_json::to_vec(&crt_runtime::features::features()).map_err(|e| e.to_string())?;
+    let r = RuntimeInfo {
+        name: "io.containerd.crt.v1".to_string(),
+        version: MessageField::some(RuntimeVersion {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            revision: option_env!("CRT_REVISION").unwrap_or("unknown").to_string(),
+            ..Default::default()
+        }),
+        features: MessageField::some(Any {
+            type_url: "types.containerd.io/opencontainers/runtime-spec/1/features/Features"
+                .to_string(),
+            value: features,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let bytes = r.write_to_bytes().map_err(|e| e.to_string())?;
+    let mut out = std::io::stdout();
+    out.write_all(&bytes).map_err(|e| e.to_string())?;
+    out.flush().map_err(|e| e.to_string())
+}
+
+/// Clean up one container after its shim went away, and say how it ended.
+pub fn delete(a: &Args) -> Result<(), String> {
+    let bundle = if a.bundle.is_empty() {
+        std::env::current_dir().map_err(|e| format!("cwd: {e}"))?
+    } else {
+        PathBuf::from(&a.bundle)
+    };
+    let (pid, status) =
+        crt_runtime::cleanup(&bundle).map_err(|e| format!("cleanup {}: {e}", a.id))?;
+    remove_dead_socket(&bundle);
+    let mut r = DeleteResponse::new();
+    r.pid = pid.max(0) as u32;
+    r.exit_status = status.map(|s| s as u32).unwrap_or(137);
+    r.exited_at = MessageField::some(crate::events::now());
+    let bytes = r.write_to_bytes().map_err(|e| format!("encode: {e}"))?;
+    let mut out = std::io::stdout();
+    out.write_all(&bytes).map_err(|e| e.to_string())?;
+    out.flush().map_err(|e| e.to_string())
+}
+
+/// A shim killed with SIGKILL leaves its socket file; nobody else would remove it.
+fn remove_dead_socket(bundle: &Path) {
+    let Ok(addr) = std::fs::read_to_string(bundle.join("address")) else {
+        return;
+    };
+    let Some(path) = addr.trim().strip_prefix("unix://") else {
+        return;
+    };
+    if let Err(e) = UnixStream::connect(path) {
+        if e.kind() == std::io::ErrorKind::ConnectionRefused {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_path_is_stable_per_group() {
+        let a = socket_path("/s", "/run/c.sock", "default", "pod1");
+        assert_eq!(a, socket_path("/s", "/run/c.sock", "default", "pod1"));
+        assert_ne!(a, socket_path("/s", "/run/c.sock", "k8s.io", "pod1"));
+        assert_eq!(a.parent(), Some(Path::new("/s")));
+        assert_eq!(a.file_name().unwrap().len(), 64);
+    }
+
+    #[test]
+    fn bootstrap_only_when_id_and_namespace_match() {
+        let a = Args {
+            id: "c1".into(),
+            namespace: "default".into(),
+            ..Default::default()
+        };
+        let mut p = BootstrapParams::new();
+        p.instance_id = "c1".into();
+        p.namespace = "default".into();
+        p.socket_dir = Some("/tmp/x/s".into());
+        let bytes = p.write_to_bytes().unwrap();
+        assert_eq!(
+            bootstrap(&bytes, &a).unwrap().socket_dir.as_deref(),
+            Some("/tmp/x/s")
+        );
+        p.instance_id = "other".into();
+        assert!(bootstrap(&p.write_to_bytes().unwrap(), &a).is_none());
+        assert!(bootstrap(&[], &a).is_none());
+    }
+
+    #[test]
+    fn group_from_annotations() {
+        let dir = std::env::temp_dir().join(format!("crt-group-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("config.json"),
+            r#"{"annotations":{"io.kubernetes.cri.sandbox-id":"pod9"}}"#,
+        )
+        .unwrap();
+        assert_eq!(group_id(&dir, "c1"), "pod9");
+        std::fs::write(dir.join("config.json"), r#"{}"#).unwrap();
+        assert_eq!(group_id(&dir, "c1"), "c1");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,114 @@
+//! The busybox test image: built once per test process from the host's static busybox with the
+//! shared kit's `build-busybox-image.py`, cached on disk by content hash.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use crate::cmd::run_timeout;
+use crate::util::{secs, sha256_file};
+
+/// The reference the tarball carries (its `io.containerd.image.name` annotation).
+pub const IMAGE: &str = "docker.io/library/busybox:latest";
+
+/// The shared kit directory: `CRT_SHARED_DIR`, else `<repo>/../shared` (CI's layout).
+pub fn shared_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("CRT_SHARED_DIR") {
+        return PathBuf::from(d);
+    }
+    repo_root().join("..").join("shared")
+}
+
+/// The workspace root (the parent of this crate).
+pub fn repo_root() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    p.canonicalize().unwrap_or(p)
+}
+
+/// Static busybox used for the image and for hand-made rootfs dirs (`CRT_TEST_BUSYBOX`).
+pub fn busybox_bin() -> PathBuf {
+    PathBuf::from(std::env::var("CRT_TEST_BUSYBOX").unwrap_or_else(|_| "/bin/busybox".into()))
+}
+
+/// Path of the OCI-layout tarball of the busybox image (built on first use).
+pub fn busybox_image_tar() -> &'static Path {
+    static TAR: OnceLock<PathBuf> = OnceLock::new();
+    TAR.get_or_init(build).as_path()
+}
+
+fn build() -> PathBuf {
+    // a tarball built beforehand (tests/v2vm.sh builds it on the host: python is slow in the VM)
+    if let Ok(t) = std::env::var("CRT_TEST_IMAGE_TAR") {
+        let t = PathBuf::from(t);
+        assert!(
+            t.is_file(),
+            "CRT_TEST_IMAGE_TAR={} does not exist",
+            t.display()
+        );
+        return t;
+    }
+    let script = shared_dir().join("containerd2/build-busybox-image.py");
+    assert!(
+        script.is_file(),
+        "{} not found: the shared kit must sit next to the repo (or set CRT_SHARED_DIR)",
+        script.display()
+    );
+    let bb = busybox_bin();
+    assert!(
+        bb.is_file(),
+        "{} not found: apt-get install busybox-static",
+        bb.display()
+    );
+    let key = sha256_file(&bb);
+    let skey = sha256_file(&script);
+    let cache = PathBuf::from(
+        std::env::var("CRT_TEST_IMAGE_CACHE").unwrap_or_else(|_| "/tmp/crt-e2e-images".into()),
+    )
+    .join(format!("{}-{}", &key[..16], &skey[..8]));
+    let tar = cache.join("busybox-oci.tar");
+    if tar.is_file() {
+        return tar;
+    }
+    std::fs::create_dir_all(&cache).unwrap_or_else(|e| panic!("mkdir {}: {e}", cache.display()));
+    // unique name per process, then an atomic rename: parallel test binaries may race here
+    let tmp = cache.join(format!("build-{}.tar", std::process::id()));
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script)
+        .arg("busybox")
+        .arg("--busybox")
+        .arg(&bb)
+        .arg("-o")
+        .arg(&tmp);
+    let out = run_timeout(cmd, secs(120));
+    assert!(out.success(), "building the busybox image failed:\n{out}");
+    assert!(
+        out.stdout.contains(IMAGE),
+        "image builder did not report {IMAGE}:\n{out}"
+    );
+    std::fs::rename(&tmp, &tar).unwrap_or_else(|e| panic!("rename to {}: {e}", tar.display()));
+    tar
+}
+
+/// Applets linked into a hand-made rootfs (for `ctr run --config` specs with an absolute root).
+pub const ROOTFS_APPLETS: &[&str] = &[
+    "sh", "cat", "echo", "sleep", "grep", "sed", "ls", "wc", "head", "test", "readlink", "stat",
+    "id", "true", "false", "mkdir", "touch",
+];
+
+/// Creates a minimal busybox rootfs at `dir` (bin/busybox + symlinked applets, empty mount points).
+pub fn make_rootfs(dir: &Path) {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for d in ["proc", "dev", "sys", "tmp", "etc", "run"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::copy(busybox_bin(), bin.join("busybox")).expect("copy busybox");
+    for a in ROOTFS_APPLETS {
+        std::os::unix::fs::symlink("busybox", bin.join(a)).unwrap();
+    }
+    std::fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )
+    .unwrap();
+}

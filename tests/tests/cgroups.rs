@@ -1,0 +1,148 @@
+//! Resource limits land in the container's cgroup: seen from the host (the cgroup of the task's
+//! pid) and from inside (with a cgroup mount at /sys/fs/cgroup). v1 and v2 hosts both.
+
+use std::fs;
+
+use crt_e2e::cgroup::{self, CgroupMode};
+use crt_e2e::util::has_component;
+use crt_e2e::{assert_no_leaks, cgroup_mode, json, secs, Containerd};
+
+crt_e2e::scenarios!(memory_limit, pids_limit);
+
+const MEMORY_LIMIT: u64 = 64 * 1024 * 1024;
+const PIDS_LIMIT: u64 = 8;
+
+/// Option for ctr's `--mount`: the cgroup filesystem at /sys/fs/cgroup (ctr's default spec has
+/// none; CRI adds the same mount).
+const CGROUP_MOUNT: &str =
+    "type=cgroup,src=cgroup,dst=/sys/fs/cgroup,options=ro:nosuid:noexec:nodev";
+
+/// Shell snippet printing `<name>=<content of the container's own cgroup file>` from inside.
+/// v1: the runtime mounts the container's cgroup at /sys/fs/cgroup/<controller>; v2: the file is
+/// at /sys/fs/cgroup/<path from /proc/self/cgroup> (just / with a cgroup namespace).
+fn inside_read(controller: &str, v1_file: &str, v2_file: &str) -> String {
+    match cgroup_mode() {
+        CgroupMode::V1 => format!("echo {controller}=$(cat /sys/fs/cgroup/{controller}/{v1_file});"),
+        CgroupMode::V2 => format!(
+            "echo {controller}=$(cat /sys/fs/cgroup$(sed -n 's/^0:://p' /proc/self/cgroup)/{v2_file});"
+        ),
+    }
+}
+
+/// Host file of the task's cgroup.
+#[track_caller]
+fn host_read(pid: u32, controller: &str, v1_file: &str, v2_file: &str, id: &str) -> String {
+    let dir = cgroup::host_cgroup_dir(pid, controller).unwrap_or_else(|| {
+        panic!(
+            "no {controller} cgroup for task pid {pid}: {:?}",
+            fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        )
+    });
+    assert!(
+        has_component(&dir.to_string_lossy(), id),
+        "the task's cgroup {} is not named after the container {id}",
+        dir.display()
+    );
+    let file = dir.join(match cgroup_mode() {
+        CgroupMode::V1 => v1_file,
+        CgroupMode::V2 => v2_file,
+    });
+    fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("read {}: {e}", file.display()))
+        .trim()
+        .to_string()
+}
+
+/// `--memory-limit` shows up as memory.limit_in_bytes (v1) / memory.max (v2), on the host in the
+/// task's cgroup and inside through the cgroup mount.
+fn memory_limit(c: &Containerd) {
+    let id = c.new_id("memlimit");
+    let limit = MEMORY_LIMIT.to_string();
+    let script = format!(
+        "{} echo cgroup=$(cat /proc/self/cgroup | tr '\\n' ' '); echo READY; exec sleep 1000",
+        inside_read("memory", "memory.limit_in_bytes", "memory.max")
+    );
+    let mut fg = c.spawn_run(
+        &["--memory-limit", &limit, "--mount", CGROUP_MOUNT],
+        &id,
+        &["sh", "-c", &script],
+    );
+    let lines = fg.wait_for_line("READY", secs(60));
+    let task = c.wait_task_status(&id, "RUNNING");
+    let host = host_read(
+        task.pid,
+        "memory",
+        "memory.limit_in_bytes",
+        "memory.max",
+        &id,
+    );
+    assert_eq!(host, limit, "host cgroup memory limit of task {}", task.pid);
+    let inside = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("memory="))
+        .unwrap_or("");
+    assert_eq!(
+        inside, limit,
+        "memory limit seen inside; container printed {lines:?}"
+    );
+
+    c.ctr(&["task", "kill", "-s", "SIGKILL", &id]).assert_ok();
+    let out = fg.wait(secs(60));
+    assert_eq!(out.code, Some(137), "ctr run after SIGKILL:\n{out}");
+    assert_no_leaks(c, &[&id]);
+}
+
+/// A pids limit (spec `linux.resources.pids.limit`, set through `ctr run --config`; ctr has no
+/// flag) shows up as pids.max on the host and inside, and stops forks beyond it.
+fn pids_limit(c: &Containerd) {
+    let id = c.new_id("pidslimit");
+    // fork until the limit bites (busybox sh reports "can't fork: Resource temporarily
+    // unavailable"), then report and stay alive for the host-side check
+    let script = format!(
+        "{} (for i in 1 2 3 4 5 6 7 8 9 10 11 12; do sleep 1000 & done) 2>&1; echo READY; exec sleep 1000",
+        inside_read("pids", "pids.max", "pids.max")
+    );
+    let mut spec = c.config_spec(&id, &["sh", "-c", &script]);
+    spec["linux"]["resources"]["pids"] = json!({ "limit": PIDS_LIMIT });
+    spec["mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+        "options": ["ro", "nosuid", "noexec", "nodev"]
+    }));
+    let mut fg = c.spawn_config(&id, &spec);
+    let lines = fg.wait_for_line("READY", secs(60));
+    let task = c.wait_task_status(&id, "RUNNING");
+    let host = host_read(task.pid, "pids", "pids.max", "pids.max", &id);
+    assert_eq!(
+        host,
+        PIDS_LIMIT.to_string(),
+        "host cgroup pids.max of task {}",
+        task.pid
+    );
+    let inside = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("pids="))
+        .unwrap_or("");
+    assert_eq!(
+        inside,
+        PIDS_LIMIT.to_string(),
+        "pids.max seen inside; container printed {lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("Resource temporarily unavailable")),
+        "forking past the pids limit should fail with EAGAIN; container printed {lines:?}"
+    );
+    let current: u64 = host_read(task.pid, "pids", "pids.current", "pids.current", &id)
+        .parse()
+        .unwrap();
+    assert!(
+        current <= PIDS_LIMIT,
+        "pids.current {current} exceeds the limit {PIDS_LIMIT}"
+    );
+
+    c.ctr(&["task", "kill", "-s", "SIGKILL", &id]).assert_ok();
+    let out = fg.wait(secs(60));
+    assert_eq!(out.code, Some(137), "ctr run after SIGKILL:\n{out}");
+    assert_no_leaks(c, &[&id]);
+}

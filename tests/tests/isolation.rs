@@ -1,0 +1,395 @@
+//! What the container sees: namespaces, rootfs, mounts, devices, masked/read-only paths, caps.
+//! Expectations come from the spec containerd generates (read back with `ctr containers info`).
+
+use std::collections::BTreeMap;
+use std::fs;
+
+use crt_e2e::spec::{self, CapSets};
+use crt_e2e::util::parse_mountinfo;
+use crt_e2e::{assert_no_leaks, Containerd};
+
+crt_e2e::scenarios!(
+    namespaces,
+    pivot_root,
+    mounts,
+    devices,
+    masked_and_readonly_paths,
+    capabilities
+);
+
+/// Runs `sh -c script` with `--rm` and returns stdout; panics with the output unless it exits 0.
+#[track_caller]
+fn sh(c: &Containerd, id: &str, flags: &[&str], script: &str) -> String {
+    let out = c.run_with(flags, id, &["sh", "-c", script]);
+    assert!(out.success(), "container script failed:\n{out}");
+    out.stdout
+}
+
+/// Init is pid 1; every namespace the spec asks for is new (differs from the host's), the others
+/// are shared with the host.
+fn namespaces(c: &Containerd) {
+    let spec = c.spec_for(&[]);
+    let new_ns = spec::spec_new_namespaces(&spec);
+    for must in ["pid", "mount", "uts", "ipc", "network"] {
+        assert!(
+            new_ns.iter().any(|n| n == must),
+            "ctr's default spec lacks a {must} namespace: {new_ns:?}"
+        );
+    }
+    let id = c.new_id("ns");
+    let mut script = String::from("echo pid1=$$;");
+    for t in spec::NS_TYPES {
+        let f = spec::ns_file(t);
+        script.push_str(&format!("echo {t}=$(readlink /proc/1/ns/{f});"));
+    }
+    let out = sh(c, &id, &[], &script);
+    let kv: BTreeMap<&str, &str> = out.lines().filter_map(|l| l.split_once('=')).collect();
+    assert_eq!(
+        kv.get("pid1"),
+        Some(&"1"),
+        "the container's init is not pid 1:\n{out}"
+    );
+    for t in spec::NS_TYPES {
+        let f = spec::ns_file(t);
+        let host = fs::read_link(format!("/proc/self/ns/{f}"))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if host.is_empty() {
+            continue; // kernel without this namespace type
+        }
+        let inside = kv.get(t).copied().unwrap_or("");
+        assert!(!inside.is_empty(), "no /proc/1/ns/{f} inside:\n{out}");
+        if new_ns.iter().any(|n| n == t) {
+            assert_ne!(
+                inside, host,
+                "{t} namespace is the host's although the spec asks for a new one"
+            );
+        } else {
+            assert_eq!(
+                inside, host,
+                "{t} namespace differs from the host's although the spec does not ask for one"
+            );
+        }
+    }
+    assert_no_leaks(c, &[&id]);
+}
+
+/// The rootfs is pivot_root'ed: host paths are invisible, `/` in the container's mountinfo is the
+/// image's rootfs, and no mount point outside what the spec mounts shows up.
+fn pivot_root(c: &Containerd) {
+    let spec = c.spec_for(&[]);
+    let marker = c.harness_dir().join("host-only-marker");
+    fs::write(&marker, "host").unwrap();
+    let id = c.new_id("pivot");
+    let script = format!(
+        "if test -e {m}; then echo marker=visible; else echo marker=hidden; fi; \
+         echo root=$(readlink /proc/1/root); echo ---; cat /proc/1/mountinfo",
+        m = marker.display()
+    );
+    let out = sh(c, &id, &[], &script);
+    let (head, mountinfo) = out
+        .split_once("---\n")
+        .unwrap_or_else(|| panic!("bad output:\n{out}"));
+    assert!(
+        head.contains("marker=hidden"),
+        "host file {} is visible inside:\n{out}",
+        marker.display()
+    );
+    assert!(head.contains("root=/\n"), "/proc/1/root is not /:\n{out}");
+
+    let mounts = parse_mountinfo(mountinfo);
+    let root = mounts
+        .iter()
+        .find(|m| m.mount_point == "/")
+        .unwrap_or_else(|| panic!("no / in the container's mountinfo:\n{mountinfo}"));
+    assert_eq!(
+        root.fs_type, "overlay",
+        "/ should be the overlay snapshot:\n{mountinfo}"
+    );
+    assert_eq!(
+        root.root, "/",
+        "/ should be the root of the rootfs mount:\n{mountinfo}"
+    );
+
+    let dir = c.dir.to_string_lossy().into_owned();
+    let mut allowed: Vec<String> = vec!["/".into()];
+    allowed.extend(
+        spec["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["destination"].as_str().map(str::to_string)),
+    );
+    allowed.extend(spec::str_list(&spec["linux"]["maskedPaths"]));
+    allowed.extend(spec::str_list(&spec["linux"]["readonlyPaths"]));
+    for m in &mounts {
+        assert!(
+            !m.mount_point.contains(&dir) && !m.root.contains(&dir),
+            "host path visible in the container's mountinfo: {}",
+            m.line
+        );
+        assert!(
+            allowed.contains(&m.mount_point),
+            "unexpected mount {} inside (not in the spec; a chroot instead of pivot_root?):\n{mountinfo}",
+            m.mount_point
+        );
+    }
+    assert_no_leaks(c, &[&id]);
+}
+
+/// /proc, /dev, /dev/pts, /dev/shm, /dev/mqueue, /sys, /run are mounted with the spec's fs type,
+/// source and options (ro/nosuid/nodev/noexec exactly; data options as the kernel prints them).
+fn mounts(c: &Containerd) {
+    let spec = c.spec_for(&[]);
+    let id = c.new_id("mounts");
+    let out = sh(c, &id, &[], "cat /proc/self/mounts");
+    // last entry per mount point wins (that is what the process sees)
+    let mut table: BTreeMap<&str, (&str, &str, &str)> = BTreeMap::new();
+    for l in out.lines() {
+        let f: Vec<&str> = l.split(' ').collect();
+        if f.len() >= 4 {
+            table.insert(f[1], (f[0], f[2], f[3]));
+        }
+    }
+    let spec_mounts = spec["mounts"].as_array().expect("spec has mounts");
+    for dest in ["/proc", "/dev", "/dev/pts", "/dev/shm", "/sys"] {
+        assert!(
+            spec_mounts.iter().any(|m| m["destination"] == dest),
+            "ctr's default spec has no {dest} mount"
+        );
+    }
+    let mut problems = Vec::new();
+    for m in spec_mounts {
+        let dest = m["destination"].as_str().unwrap();
+        let typ = m["type"].as_str().unwrap_or("");
+        if typ == "bind" || typ == "cgroup" {
+            continue; // not in ctr's default spec; cgroup mounts are checked in the cgroup tests
+        }
+        let Some((source, fstype, opts)) = table.get(dest) else {
+            problems.push(format!("{dest}: not mounted"));
+            continue;
+        };
+        if *fstype != typ {
+            problems.push(format!("{dest}: type {fstype}, spec says {typ}"));
+        }
+        if let Some(src) = m["source"].as_str() {
+            if *source != src {
+                problems.push(format!("{dest}: source {source}, spec says {src}"));
+            }
+        }
+        let spec_opts = spec::str_list(&m["options"]);
+        for p in spec::check_mount_options(&spec_opts, typ, opts) {
+            problems.push(format!("{dest} ({opts}): {p}"));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "mounts differ from the spec:\n  {}\n/proc/self/mounts:\n{out}",
+        problems.join("\n  ")
+    );
+    assert_no_leaks(c, &[&id]);
+}
+
+/// The default devices exist as char devices (0666) and the standard /dev symlinks are there.
+fn devices(c: &Containerd) {
+    let id = c.new_id("devices");
+    let devs = [
+        ("null", "1", "3"),
+        ("zero", "1", "5"),
+        ("full", "1", "7"),
+        ("random", "1", "8"),
+        ("urandom", "1", "9"),
+        ("tty", "5", "0"),
+    ];
+    let links = [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ];
+    let mut script = String::new();
+    for (d, _, _) in devs {
+        // %t/%T: major/minor in hex; our numbers are < 10
+        script.push_str(&format!("stat -c 'dev %n %F %t %T %a' /dev/{d};"));
+    }
+    for (l, _) in links {
+        script.push_str(&format!("echo \"link /dev/{l} $(readlink /dev/{l})\";"));
+    }
+    script.push_str("test -c /dev/pts/ptmx && echo ptsptmx=ok; echo done");
+    let out = sh(c, &id, &[], &script);
+    for (d, maj, min) in devs {
+        let want = format!("dev /dev/{d} character special file {maj} {min} 666");
+        assert!(out.lines().any(|l| l == want), "expected `{want}`:\n{out}");
+    }
+    for (l, target) in links {
+        let want = format!("link /dev/{l} {target}");
+        assert!(out.lines().any(|x| x == want), "expected `{want}`:\n{out}");
+    }
+    assert!(out.contains("ptsptmx=ok"), "/dev/pts/ptmx missing:\n{out}");
+    assert_no_leaks(c, &[&id]);
+}
+
+/// Masked paths read empty; read-only paths are read-only mounts and refuse writes.
+fn masked_and_readonly_paths(c: &Containerd) {
+    let spec = c.spec_for(&[]);
+    let masked = spec::str_list(&spec["linux"]["maskedPaths"]);
+    let readonly = spec::str_list(&spec["linux"]["readonlyPaths"]);
+    assert!(
+        !masked.is_empty() && !readonly.is_empty(),
+        "spec has no masked/readonly paths: {spec}"
+    );
+
+    // the mask must hide something: at least one masked path has content on the host
+    let host_has_content = |p: &str| {
+        let meta = fs::metadata(p);
+        match meta {
+            Ok(m) if m.is_dir() => fs::read_dir(p)
+                .map(|mut r| r.next().is_some())
+                .unwrap_or(false),
+            Ok(_) => fs::read(p).map(|b| !b.is_empty()).unwrap_or(false),
+            Err(_) => false,
+        }
+    };
+    let meaningful: Vec<&String> = masked.iter().filter(|p| host_has_content(p)).collect();
+    assert!(
+        !meaningful.is_empty(),
+        "no masked path has content on this host: {masked:?}"
+    );
+
+    let id = c.new_id("masked");
+    let mut script = String::new();
+    for p in &masked {
+        script.push_str(&format!(
+            "if [ -d {p} ]; then echo \"masked {p} dir $(ls -A {p} | wc -l)\"; \
+             elif [ -e {p} ]; then echo \"masked {p} file $(head -c 64 {p} | wc -c)\"; \
+             else echo \"masked {p} absent\"; fi;"
+        ));
+    }
+    script.push_str(
+        "if echo crt > /proc/sys/kernel/domainname; then echo domainname=written; fi; echo ---; cat /proc/self/mounts",
+    );
+    let out = c.run_with(&[], &id, &["sh", "-c", &script]);
+    assert!(out.success(), "container script failed:\n{out}");
+    let (report, mounts) = out
+        .stdout
+        .split_once("---\n")
+        .unwrap_or_else(|| panic!("bad output:\n{out}"));
+    for p in &masked {
+        let line = report
+            .lines()
+            .find(|l| l.starts_with(&format!("masked {p} ")))
+            .unwrap_or_else(|| panic!("no report for {p}:\n{out}"));
+        assert!(
+            line.ends_with(" 0") || line.ends_with(" absent"),
+            "masked path {p} is not empty inside: `{line}`"
+        );
+        if meaningful.contains(&p) {
+            assert!(
+                !line.ends_with(" absent"),
+                "masked path {p} exists on the host but not inside: `{line}`"
+            );
+        }
+    }
+    assert!(
+        !report.contains("domainname=written"),
+        "/proc/sys/kernel/domainname was writable:\n{out}"
+    );
+    assert!(
+        out.stderr.contains("Read-only file system"),
+        "writing /proc/sys/kernel/domainname should fail with EROFS:\n{out}"
+    );
+    let mut ro_mounts: BTreeMap<&str, &str> = BTreeMap::new();
+    for l in mounts.lines() {
+        let f: Vec<&str> = l.split(' ').collect();
+        if f.len() >= 4 {
+            ro_mounts.insert(f[1], f[3]);
+        }
+    }
+    for p in &readonly {
+        if !std::path::Path::new(p).exists() {
+            continue; // runtimes skip read-only paths that do not exist
+        }
+        let opts = ro_mounts
+            .get(p.as_str())
+            .unwrap_or_else(|| panic!("read-only path {p} is not a mount point inside:\n{mounts}"));
+        assert!(
+            opts.split(',').any(|o| o == "ro"),
+            "read-only path {p} is mounted {opts}"
+        );
+    }
+    assert_no_leaks(c, &[&id]);
+}
+
+#[track_caller]
+fn caps_of(c: &Containerd, id: &str, flags: &[&str]) -> CapSets {
+    let out = c.run_with(flags, id, &["cat", "/proc/self/status"]);
+    assert!(out.success(), "cat /proc/self/status failed:\n{out}");
+    CapSets::from_status(&out.stdout).unwrap_or_else(|| panic!("no Cap* lines:\n{out}"))
+}
+
+/// The process's capability sets equal the spec's: default spec, `--cap-drop`/`--cap-add`, and a
+/// non-root user (via `--config`), whose permitted/effective sets are empty after exec.
+fn capabilities(c: &Containerd) {
+    // default
+    let spec = c.spec_for(&[]);
+    let want = CapSets::from_spec(&spec);
+    assert_ne!(
+        want.bounding, 0,
+        "default spec has no bounding caps: {}",
+        spec["process"]
+    );
+    let id = c.new_id("caps");
+    let got = caps_of(c, &id, &[]);
+    assert!(
+        got == want,
+        "caps differ from the default spec (got vs spec):\n{}",
+        got.diff(&want)
+    );
+
+    // --cap-drop / --cap-add
+    let flags = ["--cap-drop", "CAP_NET_RAW", "--cap-add", "CAP_SYS_PTRACE"];
+    let spec2 = c.spec_for(&flags);
+    let want2 = CapSets::from_spec(&spec2);
+    let raw = 1u64 << spec::cap_bit("CAP_NET_RAW").unwrap();
+    let ptrace = 1u64 << spec::cap_bit("CAP_SYS_PTRACE").unwrap();
+    assert!(
+        want2.bounding & raw == 0 && want2.bounding & ptrace != 0,
+        "ctr ignored --cap-drop/--cap-add: {}",
+        spec2["process"]
+    );
+    let id2 = c.new_id("capsdrop");
+    let got2 = caps_of(c, &id2, &flags);
+    assert!(
+        got2 == want2,
+        "caps differ from the --cap-drop/--cap-add spec (got vs spec):\n{}",
+        got2.diff(&want2)
+    );
+
+    // non-root user: caps are still set up as the spec says, but exec as uid 65534 (no file caps,
+    // no ambient set) leaves permitted/effective empty; the bounding set stays
+    let id3 = c.new_id("capsuser");
+    let mut spec3 = c.config_spec(&id3, &["cat", "/proc/self/status"]);
+    spec3["process"]["user"] = crt_e2e::json!({"uid": 65534, "gid": 65534});
+    let out = c.run_config(&id3, &spec3);
+    assert!(out.success(), "running as uid 65534 failed:\n{out}");
+    let got3 = CapSets::from_status(&out.stdout).unwrap_or_else(|| panic!("no Cap* lines:\n{out}"));
+    let spec3_caps = CapSets::from_spec(&spec3);
+    let want3 = CapSets {
+        inheritable: spec3_caps.inheritable,
+        permitted: spec3_caps.ambient,
+        effective: spec3_caps.ambient,
+        bounding: spec3_caps.bounding,
+        ambient: spec3_caps.ambient,
+    };
+    assert!(
+        got3 == want3,
+        "caps of a uid 65534 process (got vs expected):\n{}",
+        got3.diff(&want3)
+    );
+    assert!(
+        out.stdout.contains("Uid:\t65534\t65534\t65534\t65534"),
+        "process is not uid 65534:\n{out}"
+    );
+    assert_no_leaks(c, &[&id, &id2, &id3]);
+}

@@ -1,0 +1,187 @@
+//! Crashes, volume and bad input: nothing may be left behind.
+
+use std::thread;
+
+use crt_e2e::{
+    assert_no_leaks, assert_no_leaks_with, poll, procs, secs, util, Containerd, LeakOptions,
+};
+
+crt_e2e::scenarios!(shim_sigkill, sequential_20, concurrent_5, bad_config);
+
+/// `kill -9` of the shim daemon while its container runs: containerd notices, runs the shim's
+/// `delete` to clean up, and the task can be deleted; no process, cgroup, mount or state remains.
+fn shim_sigkill(c: &Containerd) {
+    let id = c.new_id("shimkill");
+    let pid = c.run_detached(&[], &id, &["sleep", "1000"]);
+    let start = procs::start_time(pid).expect("task pid vanished");
+    let shim = c.shim_pid_for(&id, pid).unwrap_or_else(|| {
+        panic!(
+            "no shim daemon found for {id} (init pid {pid}); shims: {:?}",
+            c.shim_procs()
+                .iter()
+                .map(|p| (p.pid, p.cmdline()))
+                .collect::<Vec<_>>()
+        )
+    });
+    assert!(util::kill(shim, "KILL"), "kill -9 {shim} failed");
+
+    // containerd cleans up the dead shim on its own; the task ends up gone or stopped
+    let settled = poll(secs(30), || {
+        let t = c.task(&id);
+        t.is_none_or(|t| t.status != "RUNNING").then_some(())
+    });
+    assert!(
+        settled.is_some(),
+        "task {id} still RUNNING after its shim was killed; log tail:\n{}",
+        c.log_tail(30)
+    );
+    if c.task(&id).is_some() {
+        let del = c.ctr(&["task", "delete", "--force", &id]);
+        assert!(
+            del.success() || del.stderr.contains("not found"),
+            "ctr task delete after the shim died:\n{del}"
+        );
+    }
+    assert!(c.task(&id).is_none(), "task {id} still listed after delete");
+    c.ctr(&["containers", "rm", &id]).assert_ok();
+    // ctr's own stdio FIFOs: the client removes them in `ctr task delete`, which found no task
+    c.remove_ctr_fifos(&id);
+    let gone = poll(secs(20), || (!procs::alive(pid, start)).then_some(()));
+    assert!(
+        gone.is_some(),
+        "container init {pid} survived its shim's death and the clean-up"
+    );
+    // The runc shim cannot remove its own socket when SIGKILLed, and neither its `delete` nor
+    // containerd removes it; crt's `delete` must.
+    assert_no_leaks_with(
+        c,
+        &[&id],
+        LeakOptions {
+            allow_stale_shim_sockets: c.is_runc(),
+        },
+    );
+}
+
+/// 20 containers in a row: each prints its number; afterwards nothing is left (no shim kept
+/// around, no fd or state growth to observe).
+fn sequential_20(c: &Containerd) {
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let id = c.new_id("seq");
+        let n = i.to_string();
+        let out = c.run(&id, &["echo", &n]);
+        assert!(out.success(), "run {i} failed:\n{out}");
+        assert_eq!(
+            out.stdout.trim(),
+            n,
+            "run {i} printed the wrong thing:\n{out}"
+        );
+        ids.push(id);
+    }
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    assert_no_leaks(c, &refs);
+    let shims = c.shim_procs();
+    assert!(
+        shims.is_empty(),
+        "shim processes left after 20 runs: {:?}",
+        shims
+            .iter()
+            .map(|p| (p.pid, p.cmdline(), procs::fd_count(p.pid)))
+            .collect::<Vec<_>>()
+    );
+}
+
+/// 5 `ctr run --rm` at once, then 5 detached containers RUNNING at the same time with distinct
+/// pids, killed and deleted concurrently; nothing is left.
+fn concurrent_5(c: &Containerd) {
+    let ids: Vec<String> = (0..5).map(|_| c.new_id("par")).collect();
+    thread::scope(|s| {
+        let handles: Vec<_> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                s.spawn(move || {
+                    let n = format!("par-{i}");
+                    let out = c.run(id, &["echo", &n]);
+                    assert!(out.success(), "concurrent run {i} failed:\n{out}");
+                    assert_eq!(out.stdout.trim(), n, "concurrent run {i}:\n{out}");
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("concurrent run panicked");
+        }
+    });
+
+    let dids: Vec<String> = (0..5).map(|_| c.new_id("pard")).collect();
+    let pids: Vec<u32> = thread::scope(|s| {
+        let handles: Vec<_> = dids
+            .iter()
+            .map(|id| s.spawn(move || c.run_detached(&[], id, &["sleep", "1000"])))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("run -d panicked"))
+            .collect()
+    });
+    let tasks = c.tasks();
+    for (id, pid) in dids.iter().zip(&pids) {
+        let t = tasks
+            .iter()
+            .find(|t| &t.id == id)
+            .unwrap_or_else(|| panic!("{id} not in task ls: {tasks:?}"));
+        assert_eq!((t.status.as_str(), t.pid), ("RUNNING", *pid), "task {id}");
+    }
+    let mut uniq = pids.clone();
+    uniq.sort();
+    uniq.dedup();
+    assert_eq!(uniq.len(), 5, "detached tasks share pids: {pids:?}");
+    thread::scope(|s| {
+        for id in &dids {
+            s.spawn(move || {
+                c.ctr(&["task", "kill", "-s", "SIGKILL", id]).assert_ok();
+                c.wait_task_status(id, "STOPPED");
+                c.ctr(&["task", "delete", id]).assert_ok();
+                c.ctr(&["containers", "rm", id]).assert_ok();
+            });
+        }
+    });
+    let all: Vec<&str> = ids.iter().chain(&dids).map(String::as_str).collect();
+    assert_no_leaks(c, &all);
+}
+
+/// Invalid specs through `ctr run --config`: no `process.args`, and a root path that does not
+/// exist. ctr fails with an error naming the problem; nothing is left.
+fn bad_config(c: &Containerd) {
+    let id = c.new_id("noargs");
+    let mut spec = c.config_spec(&id, &["true"]);
+    spec["process"].as_object_mut().unwrap().remove("args");
+    let out = c.run_config(&id, &spec);
+    assert!(
+        !out.success(),
+        "a spec without process.args must be rejected:\n{out}"
+    );
+    assert!(
+        out.stderr.contains("args"),
+        "the error should name process.args:\n{out}"
+    );
+
+    let id2 = c.new_id("badroot");
+    let mut spec2 = c.config_spec(&id2, &["true"]);
+    spec2["root"]["path"] = "nonexistent-rootfs".into();
+    let out2 = c.run_config(&id2, &spec2);
+    assert!(
+        !out2.success(),
+        "a spec with a missing root must be rejected:\n{out2}"
+    );
+    assert!(
+        out2.stderr.contains("nonexistent-rootfs"),
+        "the error should name the missing root path:\n{out2}"
+    );
+    let left = c.containers();
+    assert!(
+        !left.contains(&id) && !left.contains(&id2),
+        "ctr run --rm left containers after failed creates: {left:?}"
+    );
+    assert_no_leaks(c, &[&id, &id2]);
+}
