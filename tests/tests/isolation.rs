@@ -13,6 +13,7 @@ crt_e2e::scenarios!(
     pivot_root,
     mounts,
     devices,
+    device_allow_list,
     masked_and_readonly_paths,
     capabilities
 );
@@ -191,6 +192,42 @@ fn mounts(c: &Containerd) {
 }
 
 /// The default devices exist as char devices (0666) and the standard /dev symlinks are there.
+/// The spec's device allow-list holds (devices cgroup on v1, the eBPF filter on v2): a device not
+/// on containerd's list cannot be created (EPERM), a listed one can, and opens.
+fn device_allow_list(c: &Containerd) {
+    let spec = c.spec_for(&[]);
+    let rules = spec["linux"]["resources"]["devices"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        rules
+            .first()
+            .is_some_and(|r| r["allow"] == false && r.get("type").is_none_or(|t| t == "a")),
+        "ctr's default spec should start with deny-all: {rules:?}"
+    );
+    assert!(
+        !rules
+            .iter()
+            .any(|r| r["major"] == 10 || r.get("major").is_none() && r["allow"] == true),
+        "c 10:200 must not be on the list for this test: {rules:?}"
+    );
+    let id = c.new_id("devallow");
+    // 10:200 is /dev/net/tun. Without a device filter root's mknod would succeed.
+    let script = "mknod /tmp/tun c 10 200 2>&1 && echo tun=created; \
+                  mknod /tmp/null c 1 3 && echo hi >/tmp/null && echo null=ok";
+    let out = sh(c, &id, &[], script);
+    assert!(
+        out.contains("Operation not permitted") && !out.contains("tun=created"),
+        "mknod of c 10:200 must be refused by the device allow-list:\n{out}"
+    );
+    assert!(
+        out.contains("null=ok"),
+        "c 1:3 is on the allow-list:\n{out}"
+    );
+    assert_no_leaks(c, &[&id]);
+}
+
 fn devices(c: &Containerd) {
     let id = c.new_id("devices");
     let devs = [

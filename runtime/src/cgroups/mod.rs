@@ -27,6 +27,7 @@
 //! mountinfo and `/proc/self/cgroup` text), so the unit tests run on a
 //! tempdir fixture without root.
 
+mod devices_bpf;
 mod fs;
 mod host;
 mod path;

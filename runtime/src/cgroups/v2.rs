@@ -196,14 +196,15 @@ impl Manager {
         for (k, _) in &unified {
             check_unified_key(k)?;
         }
-        if let Some(devices) = r.devices().as_ref().filter(|d| !d.is_empty()) {
-            log::warn!(
-                "cgroup v2: linux.resources.devices ({} rules) is NOT enforced: the eBPF \
-                 device filter is not implemented yet, so the container is not restricted \
-                 by it (device nodes in its /dev still limit what it can reach)",
-                devices.len()
-            );
-        }
+        let device_rules = match r.devices().as_ref().filter(|d| !d.is_empty()) {
+            None => None,
+            Some(d) => Some(
+                d.iter()
+                    .map(super::devices_bpf::rule)
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|reason| invalid("linux.resources.devices", reason))?,
+            ),
+        };
         if let Some(m) = r.memory() {
             self.apply_memory(m)?;
         }
@@ -256,6 +257,16 @@ impl Manager {
         for (k, v) in unified {
             let controller = k.split('.').next().unwrap_or(k);
             self.set(&format!("linux.resources.unified[{k:?}]"), controller, k, v)?;
+        }
+        if let Some(rules) = device_rules {
+            let dir = self.dir_fd()?;
+            super::devices_bpf::attach(&rules, std::os::fd::AsFd::as_fd(&dir)).map_err(
+                |source| CgroupError::Write {
+                    path: self.leaf.clone(),
+                    value: "eBPF device filter (linux.resources.devices)".to_string(),
+                    source,
+                },
+            )?;
         }
         Ok(())
     }
