@@ -9,7 +9,7 @@
 # Knobs (environment):
 #   CRT_TEST_RUNTIME   runtime under test (default io.containerd.crt.v1; io.containerd.runc.v2
 #                      validates the harness without building crt)
-#   V2VM_TESTS         "<test binary>:<filter>" words to run (default: the cgroup subset below)
+#   V2VM_TESTS         "<test binary>:<filter>" words to run (default: the whole suite)
 #   V2VM_THREADS       --test-threads inside the VM (default 1)
 #   CRT_SHARED_DIR     the shared kit (default <repo>/../shared)
 #   CARGO_TARGET_DIR   as for cargo (default <repo>/target)

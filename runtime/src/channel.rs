@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  runtime                               init helper (pid 1 of the container)
-//!    | --- Plan ---------------------------> |  (sent once the helper is in its cgroup)
+//!    | --- Plan | Exec --------------------> |  (sent once the helper is in its cgroup)
 //!    |                                       |  namespaces, rootfs, pivot_root, credentials
 //!    | <-- Log* ---------------------------- |  (things worth a line in the shim's log)
 //!    | <-- Pid ----------------------------- |  (only after a fork into a joined pid ns)
@@ -18,11 +18,12 @@ use std::os::unix::net::UnixStream;
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::Plan;
+use crate::spec::{ExecPlan, Plan};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Msg {
     Plan(Box<Plan>),
+    Exec(Box<ExecPlan>),
     Log(String),
     /// The container's init when the helper had to fork (joining a pid namespace).
     Pid(i32),

@@ -13,7 +13,7 @@ use crate::channel::{Channel, Msg};
 use crate::error::{io, Result, RuntimeError};
 use crate::rootfs_mount::{self, RootfsMount};
 use crate::spawn::spawn_init;
-use crate::spec::{self, CgroupBind};
+use crate::spec::{self, CgroupBind, ExecPlan, ProcessPlan};
 use crate::state::{self, State};
 
 pub struct CreateOpts<'a> {
@@ -30,6 +30,8 @@ pub struct CreateOpts<'a> {
 pub struct Container {
     pub id: String,
     pub bundle: PathBuf,
+    /// CLONE_NEW* flags of every namespace the container has (new or joined): what an exec joins.
+    namespaces: Vec<i32>,
     pid: i32,
     cgroup: Manager,
     channel: Option<Channel>,
@@ -86,56 +88,27 @@ impl Container {
                 .iter()
                 .filter(|n| n.path.is_none() && n.flag != libc::CLONE_NEWCGROUP)
                 .fold(0, |f, n| f | n.flag);
-            let (ours, theirs) = UnixStream::pair().map_err(io("socketpair"))?;
-            let cg_fd = cg.dir_fd()?;
-            let pid = spawn_init(
+            let mut record_pid = |pid: i32| -> Result<()> {
+                undo.pid = Some(pid);
+                st.pid = pid;
+                st.pid_start = state::pid_start(pid).unwrap_or(0);
+                state::save(opts.bundle, &st)
+            };
+            let (pid, ch) = spawn_handshake(
                 flags,
-                cg_fd.as_ref().map(|f| f.as_fd()),
+                &cg,
                 opts.stdio,
-                theirs.as_fd(),
+                Msg::Plan(Box::new(loaded.plan.clone())),
+                opts.log,
+                &mut record_pid,
             )?;
-            drop(theirs);
-            undo.pid = Some(pid);
-            if cg_fd.is_none() {
-                cg.add_pid(pid)?;
-            }
-            st.pid = pid;
-            st.pid_start = state::pid_start(pid).unwrap_or(0);
-            state::save(opts.bundle, &st)?;
-
-            let mut ch = Channel(ours);
-            let lost = |e: std::io::Error| RuntimeError::Init(format!("talk to init: {e}"));
-            ch.send(&Msg::Plan(Box::new(loaded.plan.clone())))
-                .map_err(lost)?;
-            let mut pid = pid;
-            loop {
-                match ch.recv().map_err(lost)? {
-                    Some(Msg::Log(line)) => (opts.log)(&line),
-                    Some(Msg::Pid(p)) => {
-                        pid = p;
-                        undo.pid = Some(p);
-                        st.pid = p;
-                        st.pid_start = state::pid_start(p).unwrap_or(0);
-                        state::save(opts.bundle, &st)?;
-                    }
-                    Some(Msg::Ready) => break,
-                    Some(Msg::Error(e)) => return Err(RuntimeError::Init(e)),
-                    Some(other) => {
-                        return Err(RuntimeError::Init(format!(
-                            "unexpected {other:?} from init"
-                        )))
-                    }
-                    None => {
-                        return Err(RuntimeError::Init("init exited before it was ready".into()))
-                    }
-                }
-            }
             Ok((pid, cg, ch))
         })();
         match res {
             Ok((pid, cgroup, ch)) => Ok(Container {
                 id: opts.id.to_string(),
                 bundle: opts.bundle.to_path_buf(),
+                namespaces: loaded.plan.namespaces.iter().map(|n| n.flag).collect(),
                 pid,
                 cgroup,
                 channel: Some(ch),
@@ -154,18 +127,46 @@ impl Container {
 
     /// Release the init to exec the user's program; returns once exec succeeded or failed.
     pub fn start(&mut self) -> Result<()> {
-        let mut ch = self
-            .channel
-            .take()
-            .ok_or(RuntimeError::BadState("already started"))?;
-        let lost = |e: std::io::Error| RuntimeError::Init(format!("talk to init: {e}"));
-        ch.send(&Msg::Start).map_err(lost)?;
-        match ch.recv().map_err(lost)? {
-            None => Ok(()),
-            Some(Msg::Error(e)) => Err(RuntimeError::Init(e)),
-            Some(other) => Err(RuntimeError::Init(format!(
-                "unexpected {other:?} from init"
-            ))),
+        release(&mut self.channel)
+    }
+
+    /// Prepare an extra process in the running container: it joins the init's namespaces and
+    /// cgroup, is set up as `process` says, and waits for [`Exec::start`].
+    pub fn exec(
+        &self,
+        process: ProcessPlan,
+        stdio: [BorrowedFd<'_>; 3],
+        log: &dyn Fn(&str),
+    ) -> Result<Exec> {
+        let plan = ExecPlan {
+            init_pid: self.pid,
+            namespaces: self.namespaces.clone(),
+            process,
+        };
+        let mut helper = None;
+        let mut note = |pid: i32| -> Result<()> {
+            helper = Some(pid);
+            Ok(())
+        };
+        let res = spawn_handshake(
+            0,
+            &self.cgroup,
+            stdio,
+            Msg::Exec(Box::new(plan)),
+            log,
+            &mut note,
+        );
+        match res {
+            Ok((pid, channel)) => Ok(Exec {
+                pid,
+                channel: Some(channel),
+            }),
+            Err(e) => {
+                if let Some(pid) = helper {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+                Err(e)
+            }
         }
     }
 
@@ -204,6 +205,84 @@ impl Container {
         }
         state::remove(&self.bundle);
         Ok(())
+    }
+}
+
+/// Start the helper in `cgroup` and take it through the handshake up to Ready. `on_pid` hears
+/// every pid the process is known by (the helper, then the forked child when it joins a pid
+/// namespace), so the caller can kill it if this fails.
+fn spawn_handshake(
+    ns_flags: i32,
+    cgroup: &Manager,
+    stdio: [BorrowedFd<'_>; 3],
+    plan: Msg,
+    log: &dyn Fn(&str),
+    on_pid: &mut dyn FnMut(i32) -> Result<()>,
+) -> Result<(i32, Channel)> {
+    let (ours, theirs) = UnixStream::pair().map_err(io("socketpair"))?;
+    let cg_fd = cgroup.dir_fd()?;
+    let mut pid = spawn_init(
+        ns_flags,
+        cg_fd.as_ref().map(|f| f.as_fd()),
+        stdio,
+        theirs.as_fd(),
+    )?;
+    drop(theirs);
+    on_pid(pid)?;
+    if cg_fd.is_none() {
+        cgroup.add_pid(pid)?;
+    }
+    let mut ch = Channel(ours);
+    let lost = |e: std::io::Error| RuntimeError::Init(format!("talk to init: {e}"));
+    ch.send(&plan).map_err(lost)?;
+    loop {
+        match ch.recv().map_err(lost)? {
+            Some(Msg::Log(line)) => log(&line),
+            Some(Msg::Pid(p)) => {
+                pid = p;
+                on_pid(p)?;
+            }
+            Some(Msg::Ready) => return Ok((pid, ch)),
+            Some(Msg::Error(e)) => return Err(RuntimeError::Init(e)),
+            Some(other) => {
+                return Err(RuntimeError::Init(format!(
+                    "unexpected {other:?} from init"
+                )))
+            }
+            None => return Err(RuntimeError::Init("init exited before it was ready".into())),
+        }
+    }
+}
+
+/// Release a helper waiting at Ready to exec; returns once exec succeeded or failed.
+fn release(channel: &mut Option<Channel>) -> Result<()> {
+    let mut ch = channel
+        .take()
+        .ok_or(RuntimeError::BadState("already started"))?;
+    let lost = |e: std::io::Error| RuntimeError::Init(format!("talk to init: {e}"));
+    ch.send(&Msg::Start).map_err(lost)?;
+    match ch.recv().map_err(lost)? {
+        None => Ok(()),
+        Some(Msg::Error(e)) => Err(RuntimeError::Init(e)),
+        Some(other) => Err(RuntimeError::Init(format!(
+            "unexpected {other:?} from init"
+        ))),
+    }
+}
+
+/// An exec'd process between Exec and Start. Dropping it before Start makes it exit.
+pub struct Exec {
+    pid: i32,
+    channel: Option<Channel>,
+}
+
+impl Exec {
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    pub fn start(&mut self) -> Result<()> {
+        release(&mut self.channel)
     }
 }
 

@@ -14,6 +14,6 @@ pub mod spawn;
 pub mod spec;
 pub mod state;
 
-pub use container::{cleanup, Container, CreateOpts};
+pub use container::{cleanup, Container, CreateOpts, Exec};
 pub use error::{Result, RuntimeError};
 pub use rootfs_mount::RootfsMount;

@@ -89,6 +89,16 @@ pub struct Plan {
     pub cgroup_v2: bool,
 }
 
+/// An extra process in a running container: it joins the init's namespaces (by
+/// `/proc/<init>/ns/*`), then is set up like the init's process.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ExecPlan {
+    pub init_pid: i32,
+    /// CLONE_NEW* flags of the namespaces to join, from the container's plan.
+    pub namespaces: Vec<i32>,
+    pub process: ProcessPlan,
+}
+
 /// What the shim side keeps of the spec beside the plan.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -363,6 +373,20 @@ fn process_plan(spec: &Spec) -> Result<ProcessPlan> {
         .process()
         .as_ref()
         .ok_or_else(|| invalid("process is missing"))?;
+    plan_process(p)
+}
+
+/// The process spec of an exec (containerd sends it as JSON), validated like the init's.
+pub fn exec_plan(json: &[u8]) -> Result<ProcessPlan> {
+    let p: oci_spec::runtime::Process =
+        serde_json::from_slice(json).map_err(|e| RuntimeError::ParseSpec {
+            path: PathBuf::from("exec process spec"),
+            msg: e.to_string(),
+        })?;
+    plan_process(&p)
+}
+
+fn plan_process(p: &oci_spec::runtime::Process) -> Result<ProcessPlan> {
     let args = p.args().clone().unwrap_or_default();
     if args.is_empty() || args[0].is_empty() {
         return Err(invalid("process.args must not be empty"));
@@ -509,6 +533,22 @@ mod tests {
         assert!(e.unwrap_err().to_string().contains("user"));
         let e = with(|v| v["process"]["terminal"] = true.into());
         assert!(e.unwrap_err().to_string().contains("process.terminal"));
+    }
+
+    #[test]
+    fn exec_process_spec() {
+        let p = exec_plan(
+            br#"{"args":["ls","-l"],"cwd":"/tmp","user":{"uid":1000,"gid":1000},"env":["A=1"]}"#,
+        )
+        .unwrap();
+        assert_eq!((p.args.len(), p.uid, p.cwd.as_str()), (2, 1000, "/tmp"));
+        assert!(
+            exec_plan(br#"{"args":[],"cwd":"/","user":{"uid":0,"gid":0}}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("process.args")
+        );
+        assert!(exec_plan(b"{").is_err());
     }
 
     #[test]

@@ -5,7 +5,9 @@
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::Duration;
 
-use containerd_shim_protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskStart};
+use containerd_shim_protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskStart,
+};
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::protobuf::{Message, MessageField};
@@ -84,6 +86,27 @@ impl Publisher {
         e.exit_status = status;
         e.exited_at = MessageField::some(at.clone());
         self.send("/tasks/exit", any("containerd.events.TaskExit", &e));
+    }
+
+    pub fn exec_added(&self, id: &str, exec_id: &str) {
+        let mut e = TaskExecAdded::new();
+        e.container_id = id.into();
+        e.exec_id = exec_id.into();
+        self.send(
+            "/tasks/exec-added",
+            any("containerd.events.TaskExecAdded", &e),
+        );
+    }
+
+    pub fn exec_started(&self, id: &str, exec_id: &str, pid: u32) {
+        let mut e = TaskExecStarted::new();
+        e.container_id = id.into();
+        e.exec_id = exec_id.into();
+        e.pid = pid;
+        self.send(
+            "/tasks/exec-started",
+            any("containerd.events.TaskExecStarted", &e),
+        );
     }
 
     pub fn delete(&self, id: &str, pid: u32, status: u32, at: &Timestamp) {

@@ -8,9 +8,9 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 
 use containerd_shim_protos::api::{
     CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
-    DeleteRequest, DeleteResponse, Empty, KillRequest, PidsRequest, PidsResponse, ProcessInfo,
-    ShutdownRequest, StartRequest, StartResponse, StateRequest, StateResponse, Status, WaitRequest,
-    WaitResponse,
+    DeleteRequest, DeleteResponse, Empty, ExecProcessRequest, KillRequest, PidsRequest,
+    PidsResponse, ProcessInfo, ShutdownRequest, StartRequest, StartResponse, StateRequest,
+    StateResponse, Status, WaitRequest, WaitResponse,
 };
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::protobuf::MessageField;
@@ -40,15 +40,75 @@ fn runtime_err(what: &str, e: RuntimeError) -> ttrpc::Error {
     status(code, format!("crt: {what}: {e}"))
 }
 
-struct Proc {
-    container: Option<Container>,
-    bundle: String,
+/// One process the shim runs: a container's init or one of its execs.
+struct Process {
     pid: i32,
     status: Status,
     exit: Option<(u32, Timestamp)>,
     io: Stdio,
     paths: [String; 3],
-    terminal: bool,
+}
+
+impl Process {
+    fn new(pid: i32, io: Stdio, paths: [String; 3]) -> Process {
+        Process {
+            pid,
+            status: Status::CREATED,
+            exit: None,
+            io,
+            paths,
+        }
+    }
+
+    /// Started and not yet reaped.
+    fn running(&self) -> bool {
+        self.exit.is_none() && self.status == Status::RUNNING
+    }
+}
+
+struct ExecProc {
+    proc: Process,
+    /// Held until Start; dropping it makes a never-started exec exit.
+    handle: Option<crt_runtime::Exec>,
+}
+
+struct Proc {
+    container: Option<Container>,
+    bundle: String,
+    init: Process,
+    execs: HashMap<String, ExecProc>,
+    /// The init's exit, held back until its execs are reaped: containerd must see every exec's
+    /// exit before the init's (runc's shim orders them the same way).
+    pending_exit: Option<(u32, Timestamp)>,
+}
+
+impl Proc {
+    fn process(&self, id: &str, exec_id: &str) -> ttrpc::Result<&Process> {
+        if exec_id.is_empty() {
+            return Ok(&self.init);
+        }
+        self.execs
+            .get(exec_id)
+            .map(|e| &e.proc)
+            .ok_or_else(|| exec_not_found(id, exec_id))
+    }
+
+    fn process_mut(&mut self, id: &str, exec_id: &str) -> ttrpc::Result<&mut Process> {
+        if exec_id.is_empty() {
+            return Ok(&mut self.init);
+        }
+        self.execs
+            .get_mut(exec_id)
+            .map(|e| &mut e.proc)
+            .ok_or_else(|| exec_not_found(id, exec_id))
+    }
+}
+
+fn exec_not_found(id: &str, exec_id: &str) -> ttrpc::Error {
+    status(
+        Code::NOT_FOUND,
+        format!("exec {exec_id} in container {id}: not found"),
+    )
 }
 
 #[derive(Default)]
@@ -82,45 +142,65 @@ impl Service {
     /// Called by the reaper for every child it reaps.
     pub fn on_exit(&self, pid: i32, code: u32) {
         let at = now();
-        let mut t = self.lock();
-        let found = t
-            .procs
-            .iter_mut()
-            .find(|(_, p)| p.pid == pid && p.exit.is_none());
-        match found {
-            Some((id, p)) => {
-                log::debug!("container {id}: init {pid} exited with {code}");
-                p.exit = Some((code, at.clone()));
-                p.status = Status::STOPPED;
-                if let Some(c) = &p.container {
-                    c.record_exit(code as i32);
+        let mut guard = self.lock();
+        let t = &mut *guard;
+        for (id, p) in t.procs.iter_mut() {
+            if let Some((exec_id, e)) = t_exec(p, pid) {
+                log::debug!("container {id}: exec {exec_id} ({pid}) exited with {code}");
+                e.proc.exit = Some((code, at.clone()));
+                e.proc.status = Status::STOPPED;
+                self.events.exit(id, &exec_id, pid as u32, code, &at);
+                if let Some(pending) = p.pending_exit.take() {
+                    if p.execs.values().any(|e| e.proc.running()) {
+                        p.pending_exit = Some(pending);
+                    } else {
+                        self.init_exited(id, p, pending);
+                    }
                 }
-                self.events.exit(id, id, pid as u32, code, &at);
                 self.exited.notify_all();
+                return;
             }
-            None => {
-                if t.unclaimed.len() > 1024 {
-                    t.unclaimed.clear();
+            if p.init.pid == pid && p.init.exit.is_none() && p.pending_exit.is_none() {
+                log::debug!("container {id}: init {pid} exited with {code}");
+                if p.execs.values().any(|e| e.proc.running()) {
+                    // Execs outlive the init only outside a private pid namespace: end them.
+                    if let Some(c) = &p.container {
+                        let _ = c.kill(Signal::SIGKILL, true);
+                    }
+                    p.pending_exit = Some((code, at));
+                } else {
+                    self.init_exited(id, p, (code, at));
                 }
-                t.unclaimed.insert(pid, (code, at));
+                self.exited.notify_all();
+                return;
             }
         }
+        if t.unclaimed.len() > 1024 {
+            t.unclaimed.clear();
+        }
+        t.unclaimed.insert(pid, (code, at));
+    }
+
+    fn init_exited(&self, id: &str, p: &mut Proc, (code, at): (u32, Timestamp)) {
+        p.init.status = Status::STOPPED;
+        if let Some(c) = &p.container {
+            c.record_exit(code as i32);
+        }
+        self.events.exit(id, id, p.init.pid as u32, code, &at);
+        p.init.exit = Some((code, at));
     }
 
     fn wait_exit<'a>(
         &'a self,
         mut t: MutexGuard<'a, Table>,
         id: &str,
+        exec_id: &str,
     ) -> ttrpc::Result<(MutexGuard<'a, Table>, u32, Timestamp)> {
         loop {
-            match t.procs.get(id) {
-                None => return Err(not_found(id)),
-                Some(p) => {
-                    if let Some((c, at)) = &p.exit {
-                        let (c, at) = (*c, at.clone());
-                        return Ok((t, c, at));
-                    }
-                }
+            let p = t.procs.get(id).ok_or_else(|| not_found(id))?;
+            if let Some((c, at)) = &p.process(id, exec_id)?.exit {
+                let (c, at) = (*c, at.clone());
+                return Ok((t, c, at));
             }
             t = self.exited.wait(t).unwrap_or_else(|p| p.into_inner());
         }
@@ -134,15 +214,12 @@ fn unimplemented<T>(method: &str) -> ttrpc::Result<T> {
     ))
 }
 
-fn no_exec(exec_id: &str) -> ttrpc::Result<()> {
-    if exec_id.is_empty() {
-        Ok(())
-    } else {
-        Err(status(
-            Code::NOT_FOUND,
-            format!("exec {exec_id}: not found (crt does not serve exec yet)"),
-        ))
-    }
+/// The running exec with this pid, if any.
+fn t_exec(p: &mut Proc, pid: i32) -> Option<(String, &mut ExecProc)> {
+    p.execs
+        .iter_mut()
+        .find(|(_, e)| e.proc.pid == pid && e.proc.exit.is_none())
+        .map(|(k, e)| (k.clone(), e))
 }
 
 impl Task for Service {
@@ -210,27 +287,18 @@ impl Task for Service {
             [&req.stdin, &req.stdout, &req.stderr],
             false,
         );
-        let stopped = exit.is_some();
-        if let Some((c, at)) = &exit {
-            self.events.exit(&id, &id, pid as u32, *c, at);
+        let paths = [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()];
+        let mut p = Proc {
+            container: Some(container),
+            bundle: req.bundle.clone(),
+            init: Process::new(pid, io, paths),
+            execs: HashMap::new(),
+            pending_exit: None,
+        };
+        if let Some(e) = exit {
+            self.init_exited(&id, &mut p, e);
         }
-        t.procs.insert(
-            id.clone(),
-            Proc {
-                container: Some(container),
-                bundle: req.bundle.clone(),
-                pid,
-                status: if stopped {
-                    Status::STOPPED
-                } else {
-                    Status::CREATED
-                },
-                exit,
-                io,
-                paths: [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()],
-                terminal: false,
-            },
-        );
+        t.procs.insert(id.clone(), p);
         log::info!("container {id}: created, init pid {pid}");
         Ok(CreateTaskResponse {
             pid: pid as u32,
@@ -239,11 +307,43 @@ impl Task for Service {
     }
 
     fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> ttrpc::Result<StartResponse> {
-        no_exec(&req.exec_id)?;
-        // Held across the start so the reaper cannot publish this init's exit before TaskStart.
+        // Held across the start so the reaper cannot publish this process's exit before its
+        // start event.
         let mut t = self.lock();
         let p = t.procs.get_mut(&req.id).ok_or_else(|| not_found(&req.id))?;
-        if p.status != Status::CREATED {
+        if !req.exec_id.is_empty() {
+            if p.init.exit.is_some() || p.pending_exit.is_some() {
+                return Err(status(
+                    Code::FAILED_PRECONDITION,
+                    format!(
+                        "container {} is stopped: cannot start exec {}",
+                        req.id, req.exec_id
+                    ),
+                ));
+            }
+            let e = p
+                .execs
+                .get_mut(&req.exec_id)
+                .ok_or_else(|| exec_not_found(&req.id, &req.exec_id))?;
+            let h = e.handle.as_mut().ok_or_else(|| {
+                status(
+                    Code::FAILED_PRECONDITION,
+                    format!("exec {} already started", req.exec_id),
+                )
+            })?;
+            h.start().map_err(|err| runtime_err("start exec", err))?;
+            e.handle = None;
+            if e.proc.exit.is_none() {
+                e.proc.status = Status::RUNNING;
+            }
+            self.events
+                .exec_started(&req.id, &req.exec_id, e.proc.pid as u32);
+            return Ok(StartResponse {
+                pid: e.proc.pid as u32,
+                ..Default::default()
+            });
+        }
+        if p.init.status != Status::CREATED {
             return Err(status(
                 Code::FAILED_PRECONDITION,
                 format!("container {} is not created", req.id),
@@ -251,32 +351,37 @@ impl Task for Service {
         }
         let c = p.container.as_mut().ok_or_else(|| not_found(&req.id))?;
         c.start().map_err(|e| runtime_err("start", e))?;
-        if p.exit.is_none() {
-            p.status = Status::RUNNING;
+        if p.init.exit.is_none() {
+            p.init.status = Status::RUNNING;
         }
-        self.events.start_(&req.id, p.pid as u32);
+        self.events.start_(&req.id, p.init.pid as u32);
         Ok(StartResponse {
-            pid: p.pid as u32,
+            pid: p.init.pid as u32,
             ..Default::default()
         })
     }
 
     fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> ttrpc::Result<StateResponse> {
-        no_exec(&req.exec_id)?;
         let t = self.lock();
         let p = t.procs.get(&req.id).ok_or_else(|| not_found(&req.id))?;
+        let pr = p.process(&req.id, &req.exec_id)?;
         let mut r = StateResponse {
-            id: req.id.clone(),
+            id: if req.exec_id.is_empty() {
+                req.id.clone()
+            } else {
+                req.exec_id.clone()
+            },
+            exec_id: req.exec_id.clone(),
             bundle: p.bundle.clone(),
-            pid: p.pid as u32,
-            status: p.status.into(),
-            stdin: p.paths[0].clone(),
-            stdout: p.paths[1].clone(),
-            stderr: p.paths[2].clone(),
-            terminal: p.terminal,
+            pid: pr.pid as u32,
+            status: pr.status.into(),
+            stdin: pr.paths[0].clone(),
+            stdout: pr.paths[1].clone(),
+            stderr: pr.paths[2].clone(),
+            terminal: false,
             ..Default::default()
         };
-        if let Some((c, at)) = &p.exit {
+        if let Some((c, at)) = &pr.exit {
             r.exit_status = *c;
             r.exited_at = MessageField::some(at.clone());
         }
@@ -284,8 +389,7 @@ impl Task for Service {
     }
 
     fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> ttrpc::Result<WaitResponse> {
-        no_exec(&req.exec_id)?;
-        let (_t, code, at) = self.wait_exit(self.lock(), &req.id)?;
+        let (_t, code, at) = self.wait_exit(self.lock(), &req.id, &req.exec_id)?;
         Ok(WaitResponse {
             exit_status: code,
             exited_at: MessageField::some(at),
@@ -294,7 +398,6 @@ impl Task for Service {
     }
 
     fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> ttrpc::Result<Empty> {
-        no_exec(&req.exec_id)?;
         let sig = Signal::try_from(req.signal as i32).map_err(|_| {
             status(
                 Code::INVALID_ARGUMENT,
@@ -303,11 +406,25 @@ impl Task for Service {
         })?;
         let t = self.lock();
         let p = t.procs.get(&req.id).ok_or_else(|| not_found(&req.id))?;
-        if p.exit.is_some() && !req.all {
-            return Err(status(
+        let pr = p.process(&req.id, &req.exec_id)?;
+        let gone = || {
+            status(
                 Code::NOT_FOUND,
                 format!("container {}: process already finished", req.id),
-            ));
+            )
+        };
+        if pr.exit.is_some() && !(req.all && req.exec_id.is_empty()) {
+            return Err(gone());
+        }
+        if !req.exec_id.is_empty() {
+            return match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pr.pid), sig) {
+                Ok(()) => Ok(Empty::new()),
+                Err(nix::Error::ESRCH) => Err(gone()),
+                Err(e) => Err(status(
+                    Code::UNKNOWN,
+                    format!("crt: kill exec {}: {e}", req.exec_id),
+                )),
+            };
         }
         let c = p.container.as_ref().ok_or_else(|| not_found(&req.id))?;
         match c.kill(sig, req.all) {
@@ -315,33 +432,54 @@ impl Task for Service {
             Err(RuntimeError::Sys {
                 source: nix::Error::ESRCH,
                 ..
-            }) => Err(status(
-                Code::NOT_FOUND,
-                format!("container {}: process already finished", req.id),
-            )),
+            }) => Err(gone()),
             Err(e) => Err(runtime_err("kill", e)),
         }
     }
 
     fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
-        no_exec(&req.exec_id)?;
         let mut t = self.lock();
-        let p = t.procs.get(&req.id).ok_or_else(|| not_found(&req.id))?;
-        match p.status {
-            Status::RUNNING if p.exit.is_none() => {
+        let p = t.procs.get_mut(&req.id).ok_or_else(|| not_found(&req.id))?;
+        if !req.exec_id.is_empty() {
+            let e = p
+                .execs
+                .get(&req.exec_id)
+                .ok_or_else(|| exec_not_found(&req.id, &req.exec_id))?;
+            if e.proc.running() {
                 return Err(status(
                     Code::FAILED_PRECONDITION,
-                    format!("container {} is running: kill it before delete", req.id),
-                ))
+                    format!("exec {} is running: kill it before delete", req.exec_id),
+                ));
             }
-            Status::CREATED if p.exit.is_none() => {
-                if let Some(c) = &p.container {
-                    let _ = c.kill(Signal::SIGKILL, false);
+            let e = p
+                .execs
+                .remove(&req.exec_id)
+                .ok_or_else(|| exec_not_found(&req.id, &req.exec_id))?;
+            // A created, never started exec exits when its handle goes.
+            let (code, at) = e.proc.exit.clone().unwrap_or((0, now()));
+            return Ok(DeleteResponse {
+                pid: e.proc.pid as u32,
+                exit_status: code,
+                exited_at: MessageField::some(at),
+                ..Default::default()
+            });
+        }
+        if p.init.exit.is_none() && p.pending_exit.is_none() {
+            match p.init.status {
+                Status::CREATED => {
+                    if let Some(c) = &p.container {
+                        let _ = c.kill(Signal::SIGKILL, false);
+                    }
+                }
+                _ => {
+                    return Err(status(
+                        Code::FAILED_PRECONDITION,
+                        format!("container {} is running: kill it before delete", req.id),
+                    ))
                 }
             }
-            _ => {}
         }
-        let (g, code, at) = self.wait_exit(t, &req.id)?;
+        let (g, code, at) = self.wait_exit(t, &req.id, "")?;
         t = g;
         let Some(mut p) = t.procs.remove(&req.id) else {
             return Err(not_found(&req.id));
@@ -350,14 +488,70 @@ impl Task for Service {
         if let Some(c) = p.container.take() {
             c.delete().map_err(|e| runtime_err("delete", e))?;
         }
-        self.events.delete(&req.id, p.pid as u32, code, &at);
+        self.events.delete(&req.id, p.init.pid as u32, code, &at);
         log::info!("container {}: deleted", req.id);
         Ok(DeleteResponse {
-            pid: p.pid as u32,
+            pid: p.init.pid as u32,
             exit_status: code,
             exited_at: MessageField::some(at),
             ..Default::default()
         })
+    }
+
+    fn exec(&self, _ctx: &TtrpcContext, req: ExecProcessRequest) -> ttrpc::Result<Empty> {
+        let (id, exec_id) = (req.id.clone(), req.exec_id.clone());
+        if req.terminal {
+            return Err(status(
+                Code::UNIMPLEMENTED,
+                "crt: terminals (exec -t) are not supported yet",
+            ));
+        }
+        let json = req
+            .spec
+            .as_ref()
+            .map(|a| a.value.clone())
+            .unwrap_or_default();
+        let plan = crt_runtime::spec::exec_plan(&json).map_err(|e| runtime_err("exec", e))?;
+        let mut io = Stdio::open(&req.stdin, &req.stdout, &req.stderr)
+            .map_err(|e| status(Code::UNKNOWN, format!("crt: exec {exec_id}: stdio: {e}")))?;
+        // Spawned under the lock: a concurrent Delete cannot remove the container meanwhile, and
+        // the reaper cannot see the exec's pid before it is in the table.
+        let mut t = self.lock();
+        let p = t.procs.get_mut(&id).ok_or_else(|| not_found(&id))?;
+        if p.execs.contains_key(&exec_id) {
+            return Err(status(
+                Code::ALREADY_EXISTS,
+                format!("exec {exec_id} in container {id}: already exists"),
+            ));
+        }
+        if !p.init.running() || p.pending_exit.is_some() {
+            return Err(status(
+                Code::FAILED_PRECONDITION,
+                format!("container {id} is not running: cannot exec in it"),
+            ));
+        }
+        let c = p.container.as_ref().ok_or_else(|| not_found(&id))?;
+        let log_line = |l: &str| log::info!("container {id} exec {exec_id}: {l}");
+        let fds = io
+            .child_fds()
+            .ok_or_else(|| status(Code::INTERNAL, "stdio already used"))?;
+        let handle = c.exec(plan, fds, &log_line).map_err(|e| {
+            log::error!("exec {exec_id} in {id}: {e}");
+            runtime_err("exec", e)
+        });
+        io.child = None;
+        let handle = handle?;
+        let paths = [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()];
+        let pid = handle.pid();
+        p.execs.insert(
+            exec_id.clone(),
+            ExecProc {
+                proc: Process::new(pid, io, paths),
+                handle: Some(handle),
+            },
+        );
+        self.events.exec_added(&id, &exec_id);
+        Ok(Empty::new())
     }
 
     fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> ttrpc::Result<PidsResponse> {
@@ -378,18 +572,18 @@ impl Task for Service {
     }
 
     fn close_io(&self, _ctx: &TtrpcContext, req: CloseIORequest) -> ttrpc::Result<Empty> {
-        no_exec(&req.exec_id)?;
         let mut t = self.lock();
         let p = t.procs.get_mut(&req.id).ok_or_else(|| not_found(&req.id))?;
+        let pr = p.process_mut(&req.id, &req.exec_id)?;
         if req.stdin {
-            p.io.close_stdin();
+            pr.io.close_stdin();
         }
         Ok(Empty::new())
     }
 
     fn connect(&self, _ctx: &TtrpcContext, req: ConnectRequest) -> ttrpc::Result<ConnectResponse> {
         let t = self.lock();
-        let task_pid = t.procs.get(&req.id).map(|p| p.pid as u32).unwrap_or(0);
+        let task_pid = t.procs.get(&req.id).map(|p| p.init.pid as u32).unwrap_or(0);
         Ok(ConnectResponse {
             shim_pid: std::process::id(),
             task_pid,
@@ -435,13 +629,6 @@ impl Task for Service {
         _r: containerd_shim_protos::api::CheckpointTaskRequest,
     ) -> ttrpc::Result<Empty> {
         unimplemented("Checkpoint")
-    }
-    fn exec(
-        &self,
-        _ctx: &TtrpcContext,
-        _r: containerd_shim_protos::api::ExecProcessRequest,
-    ) -> ttrpc::Result<Empty> {
-        unimplemented("Exec")
     }
     fn resize_pty(
         &self,

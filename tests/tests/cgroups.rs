@@ -18,13 +18,21 @@ const CGROUP_MOUNT: &str =
     "type=cgroup,src=cgroup,dst=/sys/fs/cgroup,options=ro:nosuid:noexec:nodev";
 
 /// Shell snippet printing `<name>=<content of the container's own cgroup file>` from inside.
-/// v1: the runtime mounts the container's cgroup at /sys/fs/cgroup/<controller>; v2: the file is
-/// at /sys/fs/cgroup/<path from /proc/self/cgroup> (just / with a cgroup namespace).
+/// v1: the runtime mounts the container's cgroup at /sys/fs/cgroup/<controller>; v2: the path
+/// from /proc/self/cgroup, made relative to the root of the /sys/fs/cgroup mount (mountinfo's
+/// 4th field), as cgroup-aware programs resolve it. That holds whether the runtime mounts the
+/// whole cgroup2 hierarchy (runc without a cgroup namespace: root "/") or binds the container's
+/// own leaf (crt: root "/<ns>/<id>").
 fn inside_read(controller: &str, v1_file: &str, v2_file: &str) -> String {
     match cgroup_mode() {
-        CgroupMode::V1 => format!("echo {controller}=$(cat /sys/fs/cgroup/{controller}/{v1_file});"),
+        CgroupMode::V1 => {
+            format!("echo {controller}=$(cat /sys/fs/cgroup/{controller}/{v1_file});")
+        }
         CgroupMode::V2 => format!(
-            "echo {controller}=$(cat /sys/fs/cgroup$(sed -n 's/^0:://p' /proc/self/cgroup)/{v2_file});"
+            "cg=$(sed -n 's/^0:://p' /proc/self/cgroup); \
+             root=$(awk '$5 == \"/sys/fs/cgroup\" {{print $4}}' /proc/self/mountinfo | tail -n1); \
+             [ \"$root\" = / ] && root=; \
+             echo {controller}=$(cat /sys/fs/cgroup${{cg#$root}}/{v2_file});"
         ),
     }
 }

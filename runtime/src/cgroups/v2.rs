@@ -792,8 +792,7 @@ mod tests {
                  "throttleReadBpsDevice":[{"major":8,"minor":0,"rate":1048576}],
                  "throttleWriteIOPSDevice":[{"major":8,"minor":0,"rate":100}]},
                "hugepageLimits":[{"pageSize":"2MB","limit":-1}],
-               "unified":{"memory.high":"1073741824","cpu.weight":"77"},
-               "devices":[{"allow":false,"access":"rwm"}]}"#,
+               "unified":{"memory.high":"1073741824","cpu.weight":"77"}}"#,
         ))
         .unwrap();
         assert_eq!(

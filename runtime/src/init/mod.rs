@@ -14,7 +14,7 @@ use nix::sched::{setns, unshare, CloneFlags};
 
 use crate::channel::{Channel, Msg};
 use crate::spawn::SYNC_FD;
-use crate::spec::Plan;
+use crate::spec::{ExecPlan, Plan, ProcessPlan};
 
 /// Entry point when argv[1] is [`crate::spawn::INIT_ARG`]. Never returns.
 pub fn main() -> ! {
@@ -36,28 +36,46 @@ pub fn main() -> ! {
 fn run(ch: &mut Channel) -> Result<(), String> {
     // SAFETY: umask never fails; device nodes and dirs get exactly the modes asked for.
     unsafe { libc::umask(0) };
-    let plan = match ch.recv().map_err(|e| format!("read plan: {e}"))? {
-        Some(Msg::Plan(p)) => p,
-        Some(other) => return Err(format!("expected the plan, got {other:?}")),
-        None => return Ok(()),
-    };
-    join_namespaces(&plan)?;
+    match ch.recv().map_err(|e| format!("read plan: {e}"))? {
+        Some(Msg::Plan(plan)) => run_init(ch, &plan),
+        Some(Msg::Exec(plan)) => run_exec(ch, &plan),
+        Some(other) => Err(format!("expected a plan, got {other:?}")),
+        None => Ok(()),
+    }
+}
+
+/// setns on a pid namespace applies to children only: fork, hand the runtime the child's pid
+/// (the shim, a subreaper, adopts it), and let this process go. Both share the channel, so the
+/// child waits until the parent's message is out (the parent closing the pipe) before it
+/// writes anything itself.
+fn fork_into_pid_ns(ch: &mut Channel) -> Result<(), String> {
+    let (rd, wr) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    // SAFETY: this helper is single-threaded.
+    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork into pid namespace: {e}"))? {
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(rd);
+            let sent = ch.send(&Msg::Pid(child.as_raw()));
+            drop(wr);
+            sent.map_err(|e| format!("report pid: {e}"))?;
+            std::process::exit(0);
+        }
+        nix::unistd::ForkResult::Child => {
+            drop(wr);
+            let mut buf = [0u8; 1];
+            let _ = nix::unistd::read(&rd, &mut buf);
+            Ok(())
+        }
+    }
+}
+
+fn run_init(ch: &mut Channel, plan: &Plan) -> Result<(), String> {
+    join_namespaces(plan)?;
     if plan
         .namespaces
         .iter()
         .any(|n| n.flag == libc::CLONE_NEWPID && n.path.is_some())
     {
-        // setns on a pid namespace applies to children only: fork, hand the runtime the
-        // child's pid (the shim, a subreaper, adopts it), and let this process go.
-        // SAFETY: this helper is single-threaded.
-        match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork into pid namespace: {e}"))? {
-            nix::unistd::ForkResult::Parent { child } => {
-                ch.send(&Msg::Pid(child.as_raw()))
-                    .map_err(|e| format!("report pid: {e}"))?;
-                std::process::exit(0);
-            }
-            nix::unistd::ForkResult::Child => {}
-        }
+        fork_into_pid_ns(ch)?;
     }
     if plan.has_new_ns(libc::CLONE_NEWCGROUP) {
         // After the runtime placed us in the cgroup, so that cgroup becomes the namespace root.
@@ -76,7 +94,50 @@ fn run(ch: &mut Channel) -> Result<(), String> {
             let _ = ch.send(&Msg::Log(line));
         }
     }
-    rootfs::setup(&plan)?;
+    rootfs::setup(plan)?;
+    finish(ch, p)
+}
+
+/// Join every namespace of a running container through its init's /proc entries. All are
+/// opened before the first setns: after joining the mount namespace, /proc is the container's.
+fn run_exec(ch: &mut Channel, plan: &ExecPlan) -> Result<(), String> {
+    let mut fds = Vec::new();
+    for flag in &plan.namespaces {
+        let name = ns_name(*flag).ok_or_else(|| format!("unknown namespace flag {flag:#x}"))?;
+        let path = format!("/proc/{}/ns/{name}", plan.init_pid);
+        let f = std::fs::File::open(&path).map_err(|e| format!("open {path}: {e}"))?;
+        fds.push((*flag, OwnedFd::from(f), path));
+    }
+    fds.sort_by_key(|(flag, _, _)| *flag == libc::CLONE_NEWNS);
+    for (flag, fd, path) in &fds {
+        setns(fd, CloneFlags::from_bits_truncate(*flag))
+            .map_err(|e| format!("setns {path}: {e}"))?;
+    }
+    if plan.namespaces.contains(&libc::CLONE_NEWPID) {
+        fork_into_pid_ns(ch)?;
+    }
+    if let Some(adj) = plan.process.oom_score_adj {
+        if let Some(line) = process::set_oom_score_adj(adj)? {
+            let _ = ch.send(&Msg::Log(line));
+        }
+    }
+    finish(ch, &plan.process)
+}
+
+fn ns_name(flag: i32) -> Option<&'static str> {
+    Some(match flag {
+        libc::CLONE_NEWNS => "mnt",
+        libc::CLONE_NEWPID => "pid",
+        libc::CLONE_NEWNET => "net",
+        libc::CLONE_NEWIPC => "ipc",
+        libc::CLONE_NEWUTS => "uts",
+        libc::CLONE_NEWCGROUP => "cgroup",
+        _ => return None,
+    })
+}
+
+/// Limits, credentials, cwd, executable lookup; report ready, wait for start, exec.
+fn finish(ch: &mut Channel, p: &ProcessPlan) -> Result<(), String> {
     process::set_rlimits(p)?;
     process::set_credentials(p)?;
     if let Err(e) = std::env::set_current_dir(&p.cwd) {

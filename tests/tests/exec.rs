@@ -1,0 +1,140 @@
+//! `ctr task exec` into a running container: output and exit codes, namespaces shared with the
+//! init, errors, many execs at once, and execs ended by the init's death.
+
+use crt_e2e::cmd::Background;
+use crt_e2e::{assert_no_leaks, secs, Containerd};
+
+crt_e2e::scenarios!(
+    exec_basic,
+    exec_errors,
+    exec_concurrent_20,
+    exec_dies_with_init
+);
+
+fn exec(c: &Containerd, id: &str, exec_id: &str, args: &[&str]) -> crt_e2e::cmd::Output {
+    let mut a = vec!["task", "exec", "--exec-id", exec_id, id];
+    a.extend_from_slice(args);
+    c.ctr_timeout(&a, secs(60))
+}
+
+fn finish(c: &Containerd, id: &str) {
+    c.ctr(&["task", "kill", "-s", "SIGKILL", id]).assert_ok();
+    c.wait_task_status(id, "STOPPED");
+    let _ = c.ctr(&["task", "delete", id]);
+    c.ctr(&["containers", "rm", id]).assert_ok();
+}
+
+/// Output on both streams and the exit code come back; the exec is in every namespace of the
+/// init (same ns links as pid 1), sees pid 1, and gets the process spec's env.
+fn exec_basic(c: &Containerd) {
+    let id = c.new_id("exec");
+    c.run_detached(&[], &id, &["sleep", "1000"]);
+    let script = "echo out; echo err >&2; \
+                  for n in pid mnt net ipc uts; do \
+                    [ \"$(readlink /proc/self/ns/$n)\" = \"$(readlink /proc/1/ns/$n)\" ] && echo same-$n; \
+                  done; \
+                  echo pid1=$(cat /proc/1/comm); echo path=$PATH; exit 3";
+    let out = exec(c, &id, "e1", &["sh", "-c", script]);
+    assert_eq!(out.code, Some(3), "exec exit code:\n{out}");
+    assert!(out.stdout.lines().any(|l| l == "out"), "stdout:\n{out}");
+    assert!(out.stderr.contains("err"), "stderr:\n{out}");
+    for n in ["pid", "mnt", "net", "ipc", "uts"] {
+        assert!(
+            out.stdout.contains(&format!("same-{n}")),
+            "exec must share the {n} namespace:\n{out}"
+        );
+    }
+    assert!(
+        out.stdout.contains("pid1=sleep"),
+        "exec sees the init as pid 1:\n{out}"
+    );
+    assert!(
+        out.stdout.contains("path=/"),
+        "exec gets the spec's env:\n{out}"
+    );
+    // Exec ids are reusable once the previous one is gone.
+    let again = exec(c, &id, "e1", &["true"]);
+    assert_eq!(
+        again.code,
+        Some(0),
+        "second exec with the same id:\n{again}"
+    );
+    finish(c, &id);
+    assert_no_leaks(c, &[&id]);
+}
+
+/// A missing binary is named in the error; exec into a stopped container is refused.
+fn exec_errors(c: &Containerd) {
+    let id = c.new_id("execerr");
+    c.run_detached(&[], &id, &["sleep", "1000"]);
+    let out = exec(c, &id, "bad", &["nosuchbinary"]);
+    assert!(!out.success(), "exec of a missing binary must fail:\n{out}");
+    assert!(
+        out.stderr.contains("nosuchbinary") && out.stderr.contains("not found"),
+        "the error must name the missing executable:\n{out}"
+    );
+    c.ctr(&["task", "kill", "-s", "SIGKILL", &id]).assert_ok();
+    c.wait_task_status(&id, "STOPPED");
+    let out = exec(c, &id, "late", &["true"]);
+    assert!(
+        !out.success(),
+        "exec into a stopped container must fail:\n{out}"
+    );
+    c.ctr(&["task", "delete", &id]).assert_ok();
+    c.ctr(&["containers", "rm", &id]).assert_ok();
+    assert_no_leaks(c, &[&id]);
+}
+
+/// 20 execs at once, each with its own output and exit code, none mixed.
+fn exec_concurrent_20(c: &Containerd) {
+    let id = c.new_id("exec20");
+    c.run_detached(&[], &id, &["sleep", "1000"]);
+    let runs: Vec<(usize, Background)> = (0..20)
+        .map(|i| {
+            let eid = format!("x{i}");
+            let script = format!("for k in 1 2 3 4 5; do echo exec-{i}-line-$k; done; exit {i}");
+            let cmd = c.ctr_command(&["task", "exec", "--exec-id", &eid, &id, "sh", "-c", &script]);
+            (i, Background::spawn(cmd))
+        })
+        .collect();
+    for (i, bg) in runs {
+        let out = bg.wait(secs(120));
+        assert_eq!(out.code, Some(i as i32), "exec {i} exit code:\n{out}");
+        let want: Vec<String> = (1..=5).map(|k| format!("exec-{i}-line-{k}")).collect();
+        let got: Vec<&str> = out.stdout.lines().collect();
+        assert_eq!(
+            got, want,
+            "exec {i} output (must be its own, complete, unmixed):\n{out}"
+        );
+    }
+    finish(c, &id);
+    assert_no_leaks(c, &[&id]);
+}
+
+/// Killing the init ends its execs: the exec's ctr returns 137, the task can be deleted.
+fn exec_dies_with_init(c: &Containerd) {
+    let id = c.new_id("execdie");
+    c.run_detached(&[], &id, &["sleep", "1000"]);
+    let mut bg = Background::spawn(c.ctr_command(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "long",
+        &id,
+        "sh",
+        "-c",
+        "echo READY; exec sleep 1000",
+    ]));
+    bg.wait_for_line("READY", secs(60));
+    c.ctr(&["task", "kill", "-s", "SIGKILL", &id]).assert_ok();
+    let out = bg.wait(secs(60));
+    assert_eq!(
+        out.code,
+        Some(137),
+        "the exec must die with the init:\n{out}"
+    );
+    c.wait_task_status(&id, "STOPPED");
+    c.ctr(&["task", "delete", &id]).assert_ok();
+    c.ctr(&["containers", "rm", &id]).assert_ok();
+    assert_no_leaks(c, &[&id]);
+}
