@@ -182,6 +182,11 @@ impl Container {
         })
     }
 
+    /// Freeze every process of the container (Pause) or thaw them (Resume).
+    pub fn freeze(&self, frozen: bool) -> Result<()> {
+        Ok(self.cgroup.freeze(frozen)?)
+    }
+
     pub fn pids(&self) -> Result<Vec<i32>> {
         Ok(self.cgroup.pids()?)
     }

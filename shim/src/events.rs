@@ -6,7 +6,8 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::Duration;
 
 use containerd_shim_protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskStart,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskPaused, TaskResumed,
+    TaskStart,
 };
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
@@ -107,6 +108,18 @@ impl Publisher {
             "/tasks/exec-started",
             any("containerd.events.TaskExecStarted", &e),
         );
+    }
+
+    pub fn paused(&self, id: &str) {
+        let mut e = TaskPaused::new();
+        e.container_id = id.into();
+        self.send("/tasks/paused", any("containerd.events.TaskPaused", &e));
+    }
+
+    pub fn resumed(&self, id: &str) {
+        let mut e = TaskResumed::new();
+        e.container_id = id.into();
+        self.send("/tasks/resumed", any("containerd.events.TaskResumed", &e));
     }
 
     pub fn delete(&self, id: &str, pid: u32, status: u32, at: &Timestamp) {

@@ -8,9 +8,9 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 
 use containerd_shim_protos::api::{
     CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
-    DeleteRequest, DeleteResponse, Empty, ExecProcessRequest, KillRequest, PidsRequest,
-    PidsResponse, ProcessInfo, ShutdownRequest, StartRequest, StartResponse, StateRequest,
-    StateResponse, Status, WaitRequest, WaitResponse,
+    DeleteRequest, DeleteResponse, Empty, ExecProcessRequest, KillRequest, PauseRequest,
+    PidsRequest, PidsResponse, ProcessInfo, ResumeRequest, ShutdownRequest, StartRequest,
+    StartResponse, StateRequest, StateResponse, Status, WaitRequest, WaitResponse,
 };
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::protobuf::MessageField;
@@ -62,7 +62,7 @@ impl Process {
 
     /// Started and not yet reaped.
     fn running(&self) -> bool {
-        self.exit.is_none() && self.status == Status::RUNNING
+        self.exit.is_none() && matches!(self.status, Status::RUNNING | Status::PAUSED)
     }
 }
 
@@ -212,6 +212,42 @@ fn unimplemented<T>(method: &str) -> ttrpc::Result<T> {
         Code::UNIMPLEMENTED,
         format!("crt: {method} is not implemented yet"),
     ))
+}
+
+impl Service {
+    fn set_frozen(&self, id: &str, frozen: bool) -> ttrpc::Result<Empty> {
+        let mut t = self.lock();
+        let p = t.procs.get_mut(id).ok_or_else(|| not_found(id))?;
+        let (from, to) = if frozen {
+            (Status::RUNNING, Status::PAUSED)
+        } else {
+            (Status::PAUSED, Status::RUNNING)
+        };
+        if p.init.status != from || p.init.exit.is_some() {
+            let what = if frozen { "pause" } else { "resume" };
+            return Err(status(
+                Code::FAILED_PRECONDITION,
+                format!("container {id} is {:?}: cannot {what} it", p.init.status),
+            ));
+        }
+        let c = p.container.as_ref().ok_or_else(|| not_found(id))?;
+        c.freeze(frozen)
+            .map_err(|e| runtime_err(if frozen { "pause" } else { "resume" }, e))?;
+        p.init.status = to;
+        for e in p
+            .execs
+            .values_mut()
+            .filter(|e| e.proc.exit.is_none() && e.proc.status == from)
+        {
+            e.proc.status = to;
+        }
+        if frozen {
+            self.events.paused(id);
+        } else {
+            self.events.resumed(id);
+        }
+        Ok(Empty::new())
+    }
 }
 
 /// The running exec with this pid, if any.
@@ -427,7 +463,13 @@ impl Task for Service {
             };
         }
         let c = p.container.as_ref().ok_or_else(|| not_found(&req.id))?;
-        match c.kill(sig, req.all) {
+        let res = c.kill(sig, req.all);
+        if p.init.status == Status::PAUSED && sig == Signal::SIGKILL {
+            // A frozen task does not die until thawed (v1); containerd's stop of a paused
+            // container must not hang.
+            let _ = c.freeze(false);
+        }
+        match res {
             Ok(()) => Ok(Empty::new()),
             Err(RuntimeError::Sys {
                 source: nix::Error::ESRCH,
@@ -524,10 +566,10 @@ impl Task for Service {
                 format!("exec {exec_id} in container {id}: already exists"),
             ));
         }
-        if !p.init.running() || p.pending_exit.is_some() {
+        if p.init.status != Status::RUNNING || p.init.exit.is_some() || p.pending_exit.is_some() {
             return Err(status(
                 Code::FAILED_PRECONDITION,
-                format!("container {id} is not running: cannot exec in it"),
+                format!("container {id} is {:?}: cannot exec in it", p.init.status),
             ));
         }
         let c = p.container.as_ref().ok_or_else(|| not_found(&id))?;
@@ -609,20 +651,14 @@ impl Task for Service {
         Ok(Empty::new())
     }
 
-    fn pause(
-        &self,
-        _ctx: &TtrpcContext,
-        _r: containerd_shim_protos::api::PauseRequest,
-    ) -> ttrpc::Result<Empty> {
-        unimplemented("Pause")
+    fn pause(&self, _ctx: &TtrpcContext, req: PauseRequest) -> ttrpc::Result<Empty> {
+        self.set_frozen(&req.id, true)
     }
-    fn resume(
-        &self,
-        _ctx: &TtrpcContext,
-        _r: containerd_shim_protos::api::ResumeRequest,
-    ) -> ttrpc::Result<Empty> {
-        unimplemented("Resume")
+
+    fn resume(&self, _ctx: &TtrpcContext, req: ResumeRequest) -> ttrpc::Result<Empty> {
+        self.set_frozen(&req.id, false)
     }
+
     fn checkpoint(
         &self,
         _ctx: &TtrpcContext,

@@ -28,6 +28,7 @@
 //! tempdir fixture without root.
 
 mod devices_bpf;
+mod freezer;
 mod fs;
 mod host;
 mod path;

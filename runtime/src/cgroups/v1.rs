@@ -60,6 +60,14 @@ const MEM_LIMIT: &str = "linux.resources.memory.limit";
 const MEM_SWAP: &str = "linux.resources.memory.swap";
 
 impl Manager {
+    /// The leaf in the hierarchy that has `controller`.
+    pub(super) fn leaf_of(&self, controller: &str) -> Option<&std::path::Path> {
+        self.hierarchies
+            .iter()
+            .find(|h| h.has(controller))
+            .map(|h| h.leaf.as_path())
+    }
+
     pub fn new(hierarchies: Vec<Hierarchy>) -> Manager {
         Manager { hierarchies }
     }
