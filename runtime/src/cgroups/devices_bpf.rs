@@ -51,6 +51,24 @@ pub struct Rule {
     pub access: i32,
 }
 
+impl Rule {
+    /// The same rule as a v1 `devices.allow`/`devices.deny` line.
+    pub fn v1_entry(&self) -> String {
+        let typ = match self.kind {
+            None => 'a',
+            Some(DEV_BLOCK) => 'b',
+            Some(_) => 'c',
+        };
+        let num = |n: Option<i64>| n.map_or_else(|| "*".to_string(), |n| n.to_string());
+        let access: String = [(ACC_READ, 'r'), (ACC_WRITE, 'w'), (ACC_MKNOD, 'm')]
+            .iter()
+            .filter(|(bit, _)| self.access & bit != 0)
+            .map(|(_, c)| *c)
+            .collect();
+        format!("{typ} {}:{} {access}", num(self.major), num(self.minor))
+    }
+}
+
 pub fn rule(d: &LinuxDeviceCgroup) -> Result<Rule, String> {
     let kind = match d.typ().unwrap_or(LinuxDeviceType::A) {
         LinuxDeviceType::A => None,

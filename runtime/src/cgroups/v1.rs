@@ -3,9 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use nix::sys::signal::Signal;
-use oci_spec::runtime::{
-    LinuxBlockIo, LinuxCpu, LinuxDeviceCgroup, LinuxDeviceType, LinuxMemory, LinuxResources,
-};
+use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxDeviceCgroup, LinuxMemory, LinuxResources};
 
 use super::fs::{self, knob_error, set_knob};
 use super::path::check_leaf;
@@ -602,32 +600,10 @@ pub(crate) fn rdma_max(
     Ok((line != dev).then_some(line))
 }
 
-/// A devices.allow/deny entry: "c 1:3 rwm", "a *:* rwm", "b 8:* r".
+/// A devices.allow/deny entry: "c 1:3 rwm", "a *:* rwm", "b 8:* r". Parsed by the same code
+/// as the v2 eBPF filter's rules, so both hierarchies accept and refuse the same specs.
 pub fn device_rule(d: &LinuxDeviceCgroup) -> std::result::Result<String, String> {
-    let typ = match d.typ().unwrap_or_default() {
-        LinuxDeviceType::A => 'a',
-        LinuxDeviceType::B => 'b',
-        // 'u' (unbuffered char) is a char device to the kernel.
-        LinuxDeviceType::C | LinuxDeviceType::U => 'c',
-        LinuxDeviceType::P => {
-            return Err("fifo (\"p\") devices cannot be controlled by the devices cgroup".into())
-        }
-    };
-    // Absent (or runc's -1) means any.
-    let num = |n: Option<i64>| match n {
-        Some(n) if n >= 0 => n.to_string(),
-        _ => "*".to_string(),
-    };
-    let access = match d.access().as_deref() {
-        None | Some("") => "rwm",
-        Some(a) if a.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) => a,
-        Some(a) => return Err(format!("access {a:?} is not a combination of r, w, m")),
-    };
-    Ok(format!(
-        "{typ} {}:{} {access}",
-        num(d.major()),
-        num(d.minor())
-    ))
+    Ok(super::devices_bpf::rule(d)?.v1_entry())
 }
 
 #[cfg(test)]
