@@ -182,6 +182,18 @@ impl Container {
         })
     }
 
+    /// New limits for the running container (`ctr task update`, CRI UpdateContainerResources).
+    /// Device rules are refused: on v2 another eBPF program could only narrow access, never
+    /// widen it, so an update could not mean what it says.
+    pub fn update(&self, resources: &oci_spec::runtime::LinuxResources) -> Result<()> {
+        if resources.devices().as_ref().is_some_and(|d| !d.is_empty()) {
+            return Err(RuntimeError::Unsupported {
+                field: "update of linux.resources.devices".to_string(),
+            });
+        }
+        Ok(self.cgroup.apply(resources)?)
+    }
+
     /// Freeze every process of the container (Pause) or thaw them (Resume).
     pub fn freeze(&self, frozen: bool) -> Result<()> {
         Ok(self.cgroup.freeze(frozen)?)

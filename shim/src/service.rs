@@ -10,7 +10,8 @@ use containerd_shim_protos::api::{
     CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
     DeleteRequest, DeleteResponse, Empty, ExecProcessRequest, KillRequest, PauseRequest,
     PidsRequest, PidsResponse, ProcessInfo, ResumeRequest, ShutdownRequest, StartRequest,
-    StartResponse, StateRequest, StateResponse, Status, WaitRequest, WaitResponse,
+    StartResponse, StateRequest, StateResponse, Status, UpdateTaskRequest, WaitRequest,
+    WaitResponse,
 };
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::protobuf::MessageField;
@@ -673,13 +674,33 @@ impl Task for Service {
     ) -> ttrpc::Result<Empty> {
         unimplemented("ResizePty")
     }
-    fn update(
-        &self,
-        _ctx: &TtrpcContext,
-        _r: containerd_shim_protos::api::UpdateTaskRequest,
-    ) -> ttrpc::Result<Empty> {
-        unimplemented("Update")
+    fn update(&self, _ctx: &TtrpcContext, req: UpdateTaskRequest) -> ttrpc::Result<Empty> {
+        let json = req
+            .resources
+            .as_ref()
+            .map(|a| a.value.clone())
+            .unwrap_or_default();
+        let res: oci_spec::runtime::LinuxResources =
+            serde_json::from_slice(&json).map_err(|e| {
+                status(
+                    Code::INVALID_ARGUMENT,
+                    format!("crt: update: resources: {e}"),
+                )
+            })?;
+        let t = self.lock();
+        let p = t.procs.get(&req.id).ok_or_else(|| not_found(&req.id))?;
+        if p.init.exit.is_some() {
+            return Err(status(
+                Code::FAILED_PRECONDITION,
+                format!("container {} is stopped: cannot update it", req.id),
+            ));
+        }
+        let c = p.container.as_ref().ok_or_else(|| not_found(&req.id))?;
+        c.update(&res).map_err(|e| runtime_err("update", e))?;
+        log::info!("container {}: resources updated", req.id);
+        Ok(Empty::new())
     }
+
     fn stats(
         &self,
         _ctx: &TtrpcContext,

@@ -25,6 +25,7 @@ pub mod cmd;
 pub mod image;
 pub mod leaks;
 pub mod procs;
+pub mod shim_client;
 pub mod spec;
 pub mod util;
 

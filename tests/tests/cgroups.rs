@@ -5,9 +5,9 @@ use std::fs;
 
 use crt_e2e::cgroup::{self, CgroupMode};
 use crt_e2e::util::has_component;
-use crt_e2e::{assert_no_leaks, cgroup_mode, json, secs, Containerd};
+use crt_e2e::{assert_no_leaks, cgroup_mode, json, secs, shim_client, Containerd};
 
-crt_e2e::scenarios!(memory_limit, pids_limit);
+crt_e2e::scenarios!(memory_limit, pids_limit, update_limits);
 
 const MEMORY_LIMIT: u64 = 64 * 1024 * 1024;
 const PIDS_LIMIT: u64 = 8;
@@ -152,5 +152,43 @@ fn pids_limit(c: &Containerd) {
     c.ctr(&["task", "kill", "-s", "SIGKILL", &id]).assert_ok();
     let out = fg.wait(secs(60));
     assert_eq!(out.code, Some(137), "ctr run after SIGKILL:\n{out}");
+    assert_no_leaks(c, &[&id]);
+}
+
+/// Task.Update (CRI's UpdateContainerResources; ctr has no command for it) changes the running
+/// task's limits in place; a stopped task refuses updates; device rules are refused.
+fn update_limits(c: &Containerd) {
+    let id = c.new_id("update");
+    let pid = c.run_detached(
+        &["--memory-limit", &MEMORY_LIMIT.to_string()],
+        &id,
+        &["sleep", "1000"],
+    );
+    let sock = c.shim_socket(&id).expect("the task's shim socket");
+    let update = |r: serde_json::Value| shim_client::update(&sock, "default", &id, &r);
+    let mem = || host_read(pid, "memory", "memory.limit_in_bytes", "memory.max", &id);
+    assert_eq!(mem(), MEMORY_LIMIT.to_string());
+    let bigger = 2 * MEMORY_LIMIT;
+    update(json!({"memory": {"limit": bigger}, "pids": {"limit": 42},
+                  "cpu": {"quota": 25000, "period": 100000}}))
+    .expect("update");
+    assert_eq!(mem(), bigger.to_string(), "memory limit after update");
+    assert_eq!(host_read(pid, "pids", "pids.max", "pids.max", &id), "42");
+    match cgroup_mode() {
+        CgroupMode::V1 => assert_eq!(host_read(pid, "cpu", "cpu.cfs_quota_us", "", &id), "25000"),
+        CgroupMode::V2 => assert_eq!(host_read(pid, "cpu", "", "cpu.max", &id), "25000 100000"),
+    }
+    let dev = update(json!({"devices": [{"allow": true, "access": "rwm"}]}));
+    assert!(
+        dev.as_ref().is_err_and(|e| e.contains("devices")),
+        "a device-rule update must be refused by name: {dev:?}"
+    );
+
+    c.ctr(&["task", "kill", "-s", "SIGKILL", &id]).assert_ok();
+    c.wait_task_status(&id, "STOPPED");
+    let late = update(json!({"pids": {"limit": 7}}));
+    assert!(late.is_err(), "update of a stopped task must fail");
+    c.ctr(&["task", "delete", &id]).assert_ok();
+    c.ctr(&["containers", "rm", &id]).assert_ok();
     assert_no_leaks(c, &[&id]);
 }
