@@ -199,6 +199,11 @@ impl Container {
         Ok(self.cgroup.freeze(frozen)?)
     }
 
+    /// The cgroup's counters now (Task.Stats).
+    pub fn stats(&self) -> Result<crate::cgroups::stats::Stats> {
+        Ok(self.cgroup.stats()?)
+    }
+
     pub fn pids(&self) -> Result<Vec<i32>> {
         Ok(self.cgroup.pids()?)
     }

@@ -10,8 +10,8 @@ use containerd_shim_protos::api::{
     CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
     DeleteRequest, DeleteResponse, Empty, ExecProcessRequest, KillRequest, PauseRequest,
     PidsRequest, PidsResponse, ProcessInfo, ResumeRequest, ShutdownRequest, StartRequest,
-    StartResponse, StateRequest, StateResponse, Status, UpdateTaskRequest, WaitRequest,
-    WaitResponse,
+    StartResponse, StateRequest, StateResponse, StatsRequest, StatsResponse, Status,
+    UpdateTaskRequest, WaitRequest, WaitResponse,
 };
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::protobuf::MessageField;
@@ -701,11 +701,16 @@ impl Task for Service {
         Ok(Empty::new())
     }
 
-    fn stats(
-        &self,
-        _ctx: &TtrpcContext,
-        _r: containerd_shim_protos::api::StatsRequest,
-    ) -> ttrpc::Result<containerd_shim_protos::api::StatsResponse> {
-        unimplemented("Stats")
+    fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> ttrpc::Result<StatsResponse> {
+        let t = self.lock();
+        let p = t.procs.get(&req.id).ok_or_else(|| not_found(&req.id))?;
+        let c = p.container.as_ref().ok_or_else(|| not_found(&req.id))?;
+        let stats = c.stats().map_err(|e| runtime_err("stats", e))?;
+        let any = crate::metrics::to_any(&stats)
+            .map_err(|e| status(Code::INTERNAL, format!("crt: stats: encode: {e}")))?;
+        Ok(StatsResponse {
+            stats: MessageField::some(any),
+            ..Default::default()
+        })
     }
 }

@@ -7,7 +7,7 @@ use crt_e2e::cgroup::{self, CgroupMode};
 use crt_e2e::util::has_component;
 use crt_e2e::{assert_no_leaks, cgroup_mode, json, secs, shim_client, Containerd};
 
-crt_e2e::scenarios!(memory_limit, pids_limit, update_limits);
+crt_e2e::scenarios!(memory_limit, pids_limit, update_limits, metrics);
 
 const MEMORY_LIMIT: u64 = 64 * 1024 * 1024;
 const PIDS_LIMIT: u64 = 8;
@@ -188,6 +188,58 @@ fn update_limits(c: &Containerd) {
     c.wait_task_status(&id, "STOPPED");
     let late = update(json!({"pids": {"limit": 7}}));
     assert!(late.is_err(), "update of a stopped task must fail");
+    c.ctr(&["task", "delete", &id]).assert_ok();
+    c.ctr(&["containers", "rm", &id]).assert_ok();
+    assert_no_leaks(c, &[&id]);
+}
+
+/// `ctr task metrics` decodes the shim's Stats (cgroups v1 or v2 Metrics): the task's real
+/// process count, non-zero memory and cpu usage, the memory limit it was given.
+fn metrics(c: &Containerd) {
+    let id = c.new_id("metrics");
+    c.run_detached(
+        &["--memory-limit", &MEMORY_LIMIT.to_string()],
+        &id,
+        &["sh", "-c", "sleep 1000 & sleep 1000"],
+    );
+    // Two processes: wait until the shell has started its background sleep.
+    let mut last = String::new();
+    let ok = crt_e2e::util::poll(secs(30), || {
+        let out = c.ctr(&["task", "metrics", "--format", "json", &id]);
+        last = out.to_string();
+        let Ok(m) = serde_json::from_str::<serde_json::Value>(&out.stdout) else {
+            return None;
+        };
+        (m["pids"]["current"] == 2).then_some(m)
+    });
+    let m = ok.unwrap_or_else(|| panic!("metrics never showed 2 pids:\n{last}"));
+    let (usage, limit, cpu) = match cgroup_mode() {
+        CgroupMode::V1 => (
+            &m["memory"]["usage"]["usage"],
+            &m["memory"]["usage"]["limit"],
+            &m["cpu"]["usage"]["total"],
+        ),
+        CgroupMode::V2 => (
+            &m["memory"]["usage"],
+            &m["memory"]["usage_limit"],
+            &m["cpu"]["usage_usec"],
+        ),
+    };
+    assert!(
+        usage.as_u64().is_some_and(|u| u > 0),
+        "memory usage must be non-zero: {m:#}"
+    );
+    assert_eq!(
+        limit.as_u64(),
+        Some(MEMORY_LIMIT),
+        "memory limit in metrics: {m:#}"
+    );
+    assert!(
+        cpu.as_u64().is_some_and(|u| u > 0),
+        "cpu usage must be non-zero: {m:#}"
+    );
+    c.ctr(&["task", "kill", "-s", "SIGKILL", &id]).assert_ok();
+    c.wait_task_status(&id, "STOPPED");
     c.ctr(&["task", "delete", &id]).assert_ok();
     c.ctr(&["containers", "rm", &id]).assert_ok();
     assert_no_leaks(c, &[&id]);

@@ -32,6 +32,7 @@ mod freezer;
 mod fs;
 mod host;
 mod path;
+pub mod stats;
 pub mod v1;
 pub mod v2;
 
