@@ -10,6 +10,7 @@ use crt_e2e::{assert_no_leaks, Containerd};
 
 crt_e2e::scenarios!(
     namespaces,
+    join_namespaces_by_path,
     pivot_root,
     mounts,
     devices,
@@ -24,6 +25,56 @@ fn sh(c: &Containerd, id: &str, flags: &[&str], script: &str) -> String {
     let out = c.run_with(flags, id, &["sh", "-c", script]);
     assert!(out.success(), "container script failed:\n{out}");
     out.stdout
+}
+
+/// A spec can join another container's namespaces by path (as a pod's containers join the
+/// sandbox's): B, given /proc/<A>/ns/{pid,net,ipc,uts}, shares them with A — in A's pid
+/// namespace B is not pid 1 and sees A's process — while its mount namespace is its own.
+fn join_namespaces_by_path(c: &Containerd) {
+    let a = c.new_id("nsowner");
+    let apid = c.run_detached(&[], &a, &["sleep", "1000"]);
+    let b = c.new_id("nsjoin");
+    let script = "for n in pid net ipc uts mnt; do echo $n=$(readlink /proc/self/ns/$n); done; \
+                  echo self=$$; echo comms=$(cat /proc/*/comm | tr '\\n' ' ')";
+    let mut spec = c.config_spec(&b, &["sh", "-c", script]);
+    let joined = ["pid", "network", "ipc", "uts"];
+    for ns in spec["linux"]["namespaces"]
+        .as_array_mut()
+        .expect("namespaces")
+    {
+        let t = ns["type"].as_str().unwrap_or_default().to_string();
+        if joined.contains(&t.as_str()) {
+            let file = if t == "network" { "net" } else { t.as_str() };
+            ns["path"] = format!("/proc/{apid}/ns/{file}").into();
+        }
+    }
+    let out = c.run_config(&b, &spec);
+    assert!(out.success(), "run with joined namespaces failed:\n{out}");
+    for n in ["pid", "net", "ipc", "uts", "mnt"] {
+        let host_a = std::fs::read_link(format!("/proc/{apid}/ns/{n}")).expect("A's ns link");
+        let line = format!("{n}={}", host_a.display());
+        if n == "mnt" {
+            assert!(
+                !out.stdout.contains(&line),
+                "B must have its own mount namespace:\n{out}"
+            );
+        } else {
+            assert!(
+                out.stdout.contains(&line),
+                "B must share A's {n} namespace ({line}):\n{out}"
+            );
+        }
+    }
+    assert!(
+        !out.stdout.contains("self=1\n"),
+        "B is not pid 1 in A's pid namespace:\n{out}"
+    );
+    assert!(out.stdout.contains("sleep"), "B sees A's process:\n{out}");
+    c.ctr(&["task", "kill", "-s", "SIGKILL", &a]).assert_ok();
+    c.wait_task_status(&a, "STOPPED");
+    c.ctr(&["task", "delete", &a]).assert_ok();
+    c.ctr(&["containers", "rm", &a]).assert_ok();
+    assert_no_leaks(c, &[&a, &b]);
 }
 
 /// Init is pid 1; every namespace the spec asks for is new (differs from the host's), the others
