@@ -199,6 +199,15 @@ impl Container {
         Ok(self.cgroup.freeze(frozen)?)
     }
 
+    /// How many processes the kernel's OOM killer has killed in the container so far.
+    pub fn oom_kills(&self) -> u64 {
+        self.cgroup
+            .stats()
+            .ok()
+            .and_then(|s| s.memory_events.get("oom_kill").copied())
+            .unwrap_or(0)
+    }
+
     /// The cgroup's counters now (Task.Stats).
     pub fn stats(&self) -> Result<crate::cgroups::stats::Stats> {
         Ok(self.cgroup.stats()?)

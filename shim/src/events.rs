@@ -6,8 +6,8 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::Duration;
 
 use containerd_shim_protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskPaused, TaskResumed,
-    TaskStart,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskOOM, TaskPaused,
+    TaskResumed, TaskStart,
 };
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
@@ -108,6 +108,12 @@ impl Publisher {
             "/tasks/exec-started",
             any("containerd.events.TaskExecStarted", &e),
         );
+    }
+
+    pub fn oom(&self, id: &str) {
+        let mut e = TaskOOM::new();
+        e.container_id = id.into();
+        self.send("/tasks/oom", any("containerd.events.TaskOOM", &e));
     }
 
     pub fn paused(&self, id: &str) {

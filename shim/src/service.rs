@@ -78,6 +78,8 @@ struct Proc {
     bundle: String,
     init: Process,
     execs: HashMap<String, ExecProc>,
+    /// OOM kills already reported with TaskOOM.
+    oom_reported: u64,
     /// The init's exit, held back until its execs are reaped: containerd must see every exec's
     /// exit before the init's (runc's shim orders them the same way).
     pending_exit: Option<(u32, Timestamp)>,
@@ -146,6 +148,10 @@ impl Service {
         let mut guard = self.lock();
         let t = &mut *guard;
         for (id, p) in t.procs.iter_mut() {
+            let ours = p.init.pid == pid || p.execs.values().any(|e| e.proc.pid == pid);
+            if ours {
+                self.report_oom(id, p);
+            }
             if let Some((exec_id, e)) = t_exec(p, pid) {
                 log::debug!("container {id}: exec {exec_id} ({pid}) exited with {code}");
                 e.proc.exit = Some((code, at.clone()));
@@ -180,6 +186,21 @@ impl Service {
             t.unclaimed.clear();
         }
         t.unclaimed.insert(pid, (code, at));
+    }
+
+    /// TaskOOM for kills not reported yet. Called before an exit of the container is
+    /// published, so CRI sees OOMKilled (it reads the reason when the exit arrives).
+    fn report_oom(&self, id: &str, p: &mut Proc) {
+        let Some(c) = &p.container else { return };
+        let kills = c.oom_kills();
+        if kills > p.oom_reported {
+            log::info!(
+                "container {id}: {} process(es) killed by the OOM killer",
+                kills - p.oom_reported
+            );
+            p.oom_reported = kills;
+            self.events.oom(id);
+        }
     }
 
     fn init_exited(&self, id: &str, p: &mut Proc, (code, at): (u32, Timestamp)) {
@@ -330,6 +351,7 @@ impl Task for Service {
             bundle: req.bundle.clone(),
             init: Process::new(pid, io, paths),
             execs: HashMap::new(),
+            oom_reported: 0,
             pending_exit: None,
         };
         if let Some(e) = exit {

@@ -211,6 +211,20 @@ impl Background {
     /// Panics (after killing the command) if the command ends or `timeout` passes first.
     #[track_caller]
     pub fn wait_for_line(&mut self, marker: &str, timeout: Duration) -> Vec<String> {
+        let mut seen = self.wait_until(marker, |l| l.trim() == marker, timeout);
+        seen.pop();
+        seen
+    }
+
+    /// Blocks until a stdout line satisfies `done`; returns every line read, that one last.
+    /// Panics (after killing the command) if the command ends or `timeout` passes first.
+    #[track_caller]
+    pub fn wait_until(
+        &mut self,
+        what: &str,
+        done: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> Vec<String> {
         let deadline = Instant::now() + timeout;
         let mut seen = Vec::new();
         loop {
@@ -219,16 +233,21 @@ impl Background {
                 .lines
                 .recv_timeout(left.min(Duration::from_millis(200)))
             {
-                Ok(l) if l.trim() == marker => return seen,
-                Ok(l) => seen.push(l),
+                Ok(l) => {
+                    let hit = done(&l);
+                    seen.push(l);
+                    if hit {
+                        return seen;
+                    }
+                }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let out = self.finish(Duration::from_secs(5));
-                    panic!("command ended before printing {marker:?}:\n{out}");
+                    panic!("command ended before printing {what}:\n{out}");
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     if Instant::now() >= deadline {
                         let out = self.finish(Duration::ZERO);
-                        panic!("no {marker:?} line within {timeout:?}:\n{out}");
+                        panic!("no {what} line within {timeout:?}:\n{out}");
                     }
                 }
             }
