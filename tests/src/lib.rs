@@ -389,6 +389,16 @@ impl Containerd {
         Background::spawn(self.ctr_command(&self.run_args("--rm", flags, Some(IMAGE), id, args)))
     }
 
+    /// The end of a detached task's life: SIGKILL, wait until STOPPED, `ctr task delete` and
+    /// `ctr containers rm`, each required to succeed.
+    #[track_caller]
+    pub fn kill_and_remove(&self, id: &str) {
+        self.ctr(&["task", "kill", "-s", "SIGKILL", id]).assert_ok();
+        self.wait_task_status(id, "STOPPED");
+        self.ctr(&["task", "delete", id]).assert_ok();
+        self.ctr(&["containers", "rm", id]).assert_ok();
+    }
+
     /// `ctr run -d <flags> IMAGE ID args...`; waits until the task is RUNNING; returns its pid.
     #[track_caller]
     pub fn run_detached(&self, flags: &[&str], id: &str, args: &[&str]) -> u32 {

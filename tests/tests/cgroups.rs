@@ -238,9 +238,6 @@ fn metrics(c: &Containerd) {
         cpu.as_u64().is_some_and(|u| u > 0),
         "cpu usage must be non-zero: {m:#}"
     );
-    c.ctr(&["task", "kill", "-s", "SIGKILL", &id]).assert_ok();
-    c.wait_task_status(&id, "STOPPED");
-    c.ctr(&["task", "delete", &id]).assert_ok();
-    c.ctr(&["containers", "rm", &id]).assert_ok();
+    c.kill_and_remove(&id);
     assert_no_leaks(c, &[&id]);
 }

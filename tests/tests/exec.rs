@@ -17,13 +17,6 @@ fn exec(c: &Containerd, id: &str, exec_id: &str, args: &[&str]) -> crt_e2e::cmd:
     c.ctr_timeout(&a, secs(60))
 }
 
-fn finish(c: &Containerd, id: &str) {
-    c.ctr(&["task", "kill", "-s", "SIGKILL", id]).assert_ok();
-    c.wait_task_status(id, "STOPPED");
-    let _ = c.ctr(&["task", "delete", id]);
-    c.ctr(&["containers", "rm", id]).assert_ok();
-}
-
 /// Output on both streams and the exit code come back; the exec is in every namespace of the
 /// init (same ns links as pid 1), sees pid 1, and gets the process spec's env.
 fn exec_basic(c: &Containerd) {
@@ -59,7 +52,7 @@ fn exec_basic(c: &Containerd) {
         Some(0),
         "second exec with the same id:\n{again}"
     );
-    finish(c, &id);
+    c.kill_and_remove(&id);
     assert_no_leaks(c, &[&id]);
 }
 
@@ -107,7 +100,7 @@ fn exec_concurrent_20(c: &Containerd) {
             "exec {i} output (must be its own, complete, unmixed):\n{out}"
         );
     }
-    finish(c, &id);
+    c.kill_and_remove(&id);
     assert_no_leaks(c, &[&id]);
 }
 

@@ -70,10 +70,7 @@ fn join_namespaces_by_path(c: &Containerd) {
         "B is not pid 1 in A's pid namespace:\n{out}"
     );
     assert!(out.stdout.contains("sleep"), "B sees A's process:\n{out}");
-    c.ctr(&["task", "kill", "-s", "SIGKILL", &a]).assert_ok();
-    c.wait_task_status(&a, "STOPPED");
-    c.ctr(&["task", "delete", &a]).assert_ok();
-    c.ctr(&["containers", "rm", &a]).assert_ok();
+    c.kill_and_remove(&a);
     assert_no_leaks(c, &[&a, &b]);
 }
 

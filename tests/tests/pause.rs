@@ -47,10 +47,7 @@ fn pause_resume(c: &Containerd) {
         count(c, &id) > frozen,
         "a resumed container must advance again"
     );
-    c.ctr(&["task", "kill", "-s", "SIGKILL", &id]).assert_ok();
-    c.wait_task_status(&id, "STOPPED");
-    c.ctr(&["task", "delete", &id]).assert_ok();
-    c.ctr(&["containers", "rm", &id]).assert_ok();
+    c.kill_and_remove(&id);
     assert_no_leaks(c, &[&id]);
 }
 

@@ -65,18 +65,20 @@ fn wait(
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_util::TempDir;
     use super::super::{v1, v2, Manager};
 
-    fn dir(name: &str) -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("crt-freezer-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(d.join("leaf")).unwrap();
+    /// A temp dir with an empty `leaf/`, removed on drop.
+    fn dir() -> TempDir {
+        let d = TempDir::new();
+        std::fs::create_dir_all(d.path().join("leaf")).unwrap();
         d
     }
 
     #[test]
     fn v2_writes_freeze_and_waits_for_events() {
-        let d = dir("v2");
+        let t = dir();
+        let d = t.path().to_path_buf();
         std::fs::write(d.join("leaf/cgroup.events"), "populated 1\nfrozen 1\n").unwrap();
         std::fs::write(d.join("leaf/cgroup.freeze"), "0").unwrap();
         let m = Manager::V2(v2::Manager::new(d.clone(), d.join("leaf")));
@@ -85,12 +87,12 @@ mod tests {
             std::fs::read_to_string(d.join("leaf/cgroup.freeze")).unwrap(),
             "1"
         );
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
     fn v1_writes_state_and_missing_freezer_is_an_error() {
-        let d = dir("v1");
+        let t = dir();
+        let d = t.path().to_path_buf();
         let h = |c: &str| v1::Hierarchy {
             mount_point: d.clone(),
             controllers: vec![c.to_string()],
@@ -108,6 +110,5 @@ mod tests {
             .freeze(true)
             .unwrap_err();
         assert!(e.to_string().contains("freezer"), "{e}");
-        std::fs::remove_dir_all(&d).unwrap();
     }
 }

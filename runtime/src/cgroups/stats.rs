@@ -126,18 +126,20 @@ impl Manager {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_util::TempDir;
     use super::super::{v1, v2, Manager};
 
-    fn dir(name: &str) -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("crt-stats-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(d.join("leaf")).unwrap();
+    /// A temp dir with an empty `leaf/`, removed on drop.
+    fn dir() -> TempDir {
+        let d = TempDir::new();
+        std::fs::create_dir_all(d.path().join("leaf")).unwrap();
         d
     }
 
     #[test]
     fn v2_counters() {
-        let d = dir("v2");
+        let t = dir();
+        let d = t.path().to_path_buf();
         let w = |f: &str, v: &str| std::fs::write(d.join("leaf").join(f), v).unwrap();
         w("pids.current", "3\n");
         w("pids.max", "max\n");
@@ -160,12 +162,12 @@ mod tests {
         assert_eq!(s.swap_limit, u64::MAX);
         assert_eq!(s.memory_stat.get("inactive_file"), Some(&50));
         assert_eq!(s.memory_events.get("oom_kill"), Some(&1));
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
     fn v1_counters_raw_as_the_kernel_reports() {
-        let d = dir("v1");
+        let t = dir();
+        let d = t.path().to_path_buf();
         let w = |f: &str, v: &str| std::fs::write(d.join("leaf").join(f), v).unwrap();
         w("memory.usage_in_bytes", "8192\n");
         w("memory.limit_in_bytes", "9223372036854771712\n");
@@ -188,6 +190,5 @@ mod tests {
         assert_eq!(s.cpu_per_cpu_ns, vec![100000, 23456]);
         assert_eq!((s.cpu_user_ns, s.cpu_system_ns), (20_000_000, 10_000_000));
         assert_eq!(s.pids_current, 0, "no pids hierarchy: 0");
-        std::fs::remove_dir_all(&d).unwrap();
     }
 }
