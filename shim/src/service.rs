@@ -13,8 +13,10 @@ use containerd_shim_protos::api::{
     StartResponse, StateRequest, StateResponse, StatsRequest, StatsResponse, Status,
     UpdateTaskRequest, WaitRequest, WaitResponse,
 };
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
-use containerd_shim_protos::protobuf::MessageField;
+use containerd_shim_protos::protobuf::{Message, MessageField};
+use containerd_shim_protos::shim::oci::ProcessDetails;
 use containerd_shim_protos::Task;
 use crt_runtime::{Container, CreateOpts, RootfsMount, RuntimeError};
 use nix::sys::signal::Signal;
@@ -624,14 +626,30 @@ impl Task for Service {
         let p = t.procs.get(&req.id).ok_or_else(|| not_found(&req.id))?;
         let c = p.container.as_ref().ok_or_else(|| not_found(&req.id))?;
         let pids = c.pids().map_err(|e| runtime_err("pids", e))?;
-        Ok(PidsResponse {
-            processes: pids
-                .into_iter()
-                .map(|pid| ProcessInfo {
+        let processes = pids
+            .into_iter()
+            .map(|pid| {
+                let mut info = ProcessInfo {
                     pid: pid as u32,
                     ..Default::default()
-                })
-                .collect(),
+                };
+                // As runc's shim: exec processes carry their exec id.
+                if let Some((exec_id, _)) = p.execs.iter().find(|(_, e)| e.proc.pid == pid) {
+                    let details = ProcessDetails {
+                        exec_id: exec_id.clone(),
+                        ..Default::default()
+                    };
+                    info.info = MessageField::some(Any {
+                        type_url: "containerd.runc.v1.ProcessDetails".to_string(),
+                        value: details.write_to_bytes().unwrap_or_default(),
+                        ..Default::default()
+                    });
+                }
+                info
+            })
+            .collect();
+        Ok(PidsResponse {
+            processes,
             ..Default::default()
         })
     }

@@ -104,7 +104,8 @@ fn exec_concurrent_20(c: &Containerd) {
     assert_no_leaks(c, &[&id]);
 }
 
-/// Killing the init ends its execs: the exec's ctr returns 137, the task can be deleted.
+/// `task ps` names the exec; killing the init ends its execs: the exec's ctr returns 137, the
+/// task can be deleted.
 fn exec_dies_with_init(c: &Containerd) {
     let id = c.new_id("execdie");
     c.run_detached(&[], &id, &["sleep", "1000"]);
@@ -119,6 +120,13 @@ fn exec_dies_with_init(c: &Containerd) {
         "echo READY; exec sleep 1000",
     ]));
     bg.wait_for_line("READY", secs(60));
+    let ps = c.ctr(&["task", "ps", &id]);
+    assert!(
+        // ctr 1.6 prints the Go struct, ctr 2.x the protobuf text form.
+        ps.success()
+            && (ps.stdout.contains("ExecID:long") || ps.stdout.contains("exec_id:\"long\"")),
+        "task ps must tag the exec's pid with its exec id:\n{ps}"
+    );
     c.ctr(&["task", "kill", "-s", "SIGKILL", &id]).assert_ok();
     let out = bg.wait(secs(60));
     assert_eq!(
