@@ -201,11 +201,7 @@ impl Container {
 
     /// How many processes the kernel's OOM killer has killed in the container so far.
     pub fn oom_kills(&self) -> u64 {
-        self.cgroup
-            .stats()
-            .ok()
-            .and_then(|s| s.memory_events.get("oom_kill").copied())
-            .unwrap_or(0)
+        self.cgroup.oom_kills()
     }
 
     /// The cgroup's counters now (Task.Stats).

@@ -98,6 +98,11 @@ impl Proc {
             .ok_or_else(|| exec_not_found(id, exec_id))
     }
 
+    /// The runtime's container, present until Delete takes it.
+    fn container(&self, id: &str) -> ttrpc::Result<&Container> {
+        self.container.as_ref().ok_or_else(|| not_found(id))
+    }
+
     fn process_mut(&mut self, id: &str, exec_id: &str) -> ttrpc::Result<&mut Process> {
         if exec_id.is_empty() {
             return Ok(&mut self.init);
@@ -254,7 +259,7 @@ impl Service {
                 format!("container {id} is {:?}: cannot {what} it", p.init.status),
             ));
         }
-        let c = p.container.as_ref().ok_or_else(|| not_found(id))?;
+        let c = p.container(id)?;
         c.freeze(frozen)
             .map_err(|e| runtime_err(if frozen { "pause" } else { "resume" }, e))?;
         p.init.status = to;
@@ -487,7 +492,7 @@ impl Task for Service {
                 )),
             };
         }
-        let c = p.container.as_ref().ok_or_else(|| not_found(&req.id))?;
+        let c = p.container(&req.id)?;
         let res = c.kill(sig, req.all);
         if p.init.status == Status::PAUSED && sig == Signal::SIGKILL {
             // A frozen task does not die until thawed (v1); containerd's stop of a paused
@@ -624,7 +629,7 @@ impl Task for Service {
     fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> ttrpc::Result<PidsResponse> {
         let t = self.lock();
         let p = t.procs.get(&req.id).ok_or_else(|| not_found(&req.id))?;
-        let c = p.container.as_ref().ok_or_else(|| not_found(&req.id))?;
+        let c = p.container(&req.id)?;
         let pids = c.pids().map_err(|e| runtime_err("pids", e))?;
         let processes = pids
             .into_iter()
@@ -735,7 +740,7 @@ impl Task for Service {
                 format!("container {} is stopped: cannot update it", req.id),
             ));
         }
-        let c = p.container.as_ref().ok_or_else(|| not_found(&req.id))?;
+        let c = p.container(&req.id)?;
         c.update(&res).map_err(|e| runtime_err("update", e))?;
         log::info!("container {}: resources updated", req.id);
         Ok(Empty::new())
@@ -744,7 +749,7 @@ impl Task for Service {
     fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> ttrpc::Result<StatsResponse> {
         let t = self.lock();
         let p = t.procs.get(&req.id).ok_or_else(|| not_found(&req.id))?;
-        let c = p.container.as_ref().ok_or_else(|| not_found(&req.id))?;
+        let c = p.container(&req.id)?;
         let stats = c.stats().map_err(|e| runtime_err("stats", e))?;
         let any = crate::metrics::to_any(&stats)
             .map_err(|e| status(Code::INTERNAL, format!("crt: stats: encode: {e}")))?;

@@ -68,16 +68,9 @@ mod tests {
     use super::super::test_util::TempDir;
     use super::super::{v1, v2, Manager};
 
-    /// A temp dir with an empty `leaf/`, removed on drop.
-    fn dir() -> TempDir {
-        let d = TempDir::new();
-        std::fs::create_dir_all(d.path().join("leaf")).unwrap();
-        d
-    }
-
     #[test]
     fn v2_writes_freeze_and_waits_for_events() {
-        let t = dir();
+        let t = TempDir::with_leaf();
         let d = t.path().to_path_buf();
         std::fs::write(d.join("leaf/cgroup.events"), "populated 1\nfrozen 1\n").unwrap();
         std::fs::write(d.join("leaf/cgroup.freeze"), "0").unwrap();
@@ -91,7 +84,7 @@ mod tests {
 
     #[test]
     fn v1_writes_state_and_missing_freezer_is_an_error() {
-        let t = dir();
+        let t = TempDir::with_leaf();
         let d = t.path().to_path_buf();
         let h = |c: &str| v1::Hierarchy {
             mount_point: d.clone(),

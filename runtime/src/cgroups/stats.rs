@@ -62,6 +62,18 @@ fn limit(dir: &Path, file: &str) -> u64 {
 }
 
 impl Manager {
+    /// The OOM killer's kill count in the container, from the one file that holds it (v1
+    /// memory.oom_control, v2 memory.events): read before every exit is published, so it must
+    /// stay cheap.
+    pub fn oom_kills(&self) -> u64 {
+        let text = match self {
+            Manager::V1(m) => m.leaf_of("memory").map(|d| read(d, "memory.oom_control")),
+            Manager::V2(m) => Some(read(m.leaf(), "memory.events")),
+        };
+        text.and_then(|t| keyed(&t).get("oom_kill").copied())
+            .unwrap_or(0)
+    }
+
     pub fn stats(&self) -> Result<Stats> {
         let mut s = Stats::default();
         match self {
@@ -129,16 +141,9 @@ mod tests {
     use super::super::test_util::TempDir;
     use super::super::{v1, v2, Manager};
 
-    /// A temp dir with an empty `leaf/`, removed on drop.
-    fn dir() -> TempDir {
-        let d = TempDir::new();
-        std::fs::create_dir_all(d.path().join("leaf")).unwrap();
-        d
-    }
-
     #[test]
     fn v2_counters() {
-        let t = dir();
+        let t = TempDir::with_leaf();
         let d = t.path().to_path_buf();
         let w = |f: &str, v: &str| std::fs::write(d.join("leaf").join(f), v).unwrap();
         w("pids.current", "3\n");
@@ -162,11 +167,13 @@ mod tests {
         assert_eq!(s.swap_limit, u64::MAX);
         assert_eq!(s.memory_stat.get("inactive_file"), Some(&50));
         assert_eq!(s.memory_events.get("oom_kill"), Some(&1));
+        let m = Manager::V2(v2::Manager::new(d.clone(), d.join("leaf")));
+        assert_eq!(m.oom_kills(), 1);
     }
 
     #[test]
     fn v1_counters_raw_as_the_kernel_reports() {
-        let t = dir();
+        let t = TempDir::with_leaf();
         let d = t.path().to_path_buf();
         let w = |f: &str, v: &str| std::fs::write(d.join("leaf").join(f), v).unwrap();
         w("memory.usage_in_bytes", "8192\n");
@@ -175,6 +182,10 @@ mod tests {
         w("cpuacct.usage", "123456\n");
         w("cpuacct.usage_percpu", "100000 23456 \n");
         w("cpuacct.stat", "user 2\nsystem 1\n");
+        w(
+            "memory.oom_control",
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        );
         let h = |c: &str| v1::Hierarchy {
             mount_point: d.clone(),
             controllers: vec![c.to_string()],
@@ -190,5 +201,6 @@ mod tests {
         assert_eq!(s.cpu_per_cpu_ns, vec![100000, 23456]);
         assert_eq!((s.cpu_user_ns, s.cpu_system_ns), (20_000_000, 10_000_000));
         assert_eq!(s.pids_current, 0, "no pids hierarchy: 0");
+        assert_eq!(m.oom_kills(), 2);
     }
 }

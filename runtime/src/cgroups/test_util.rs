@@ -23,6 +23,13 @@ impl TempDir {
         TempDir(p)
     }
 
+    /// With an empty `leaf/` inside, for tests that build a manager on a plain directory.
+    pub(crate) fn with_leaf() -> TempDir {
+        let d = TempDir::new();
+        fs::create_dir_all(d.path().join("leaf")).expect("create leaf");
+        d
+    }
+
     pub(crate) fn path(&self) -> &Path {
         &self.0
     }
