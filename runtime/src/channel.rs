@@ -6,15 +6,20 @@
 //!    |                                       |  namespaces, rootfs, pivot_root, credentials
 //!    | <-- Log* ---------------------------- |  (things worth a line in the shim's log)
 //!    | <-- Pid ----------------------------- |  (only after a fork into a joined pid ns)
+//!    | <-- Console + pty master fd --------- |  (only for process.terminal)
 //!    | <-- Ready | Error ------------------- |  Create returns here
 //!    | --- Start ---------------------------> |  (Start)
 //!    | <-- EOF (exec done: fd is CLOEXEC) -- |  or Error (exec failed)
 //! ```
 //! Frames are a little-endian u32 length and a JSON body over a stream socketpair, so a plan of
-//! any size fits.
+//! any size fits. A frame may carry one fd (SCM_RIGHTS) with its first byte: a stream socket
+//! never merges data across a sendmsg that carries rights, so the fd arrives with its frame.
 
-use std::io::{Read, Write};
+use std::io::{IoSlice, IoSliceMut, Read, Write};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 
 use serde::{Deserialize, Serialize};
 
@@ -27,38 +32,93 @@ pub enum Msg {
     Log(String),
     /// The container's init when the helper had to fork (joining a pid namespace).
     Pid(i32),
+    /// The pty master of a process.terminal process rides with this frame.
+    Console,
     Ready,
     Start,
     Error(String),
 }
 
-pub struct Channel(pub UnixStream);
+pub struct Channel {
+    sock: UnixStream,
+    /// An fd that arrived with the last frame.
+    fd: Option<OwnedFd>,
+}
 
 const MAX_FRAME: u32 = 64 << 20;
 
+fn frame(msg: &Msg) -> std::io::Result<Vec<u8>> {
+    let body = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
+    let mut frame = Vec::with_capacity(body.len() + 4);
+    frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&body);
+    Ok(frame)
+}
+
 impl Channel {
+    pub fn new(sock: UnixStream) -> Channel {
+        Channel { sock, fd: None }
+    }
+
     pub fn send(&mut self, msg: &Msg) -> std::io::Result<()> {
-        let body = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
-        let mut frame = Vec::with_capacity(body.len() + 4);
-        frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        frame.extend_from_slice(&body);
-        self.0.write_all(&frame)
+        self.sock.write_all(&frame(msg)?)
+    }
+
+    /// Send `msg` with `fd` attached.
+    pub fn send_fd(&mut self, msg: &Msg, fd: BorrowedFd<'_>) -> std::io::Result<()> {
+        let frame = frame(msg)?;
+        let fds = [fd.as_raw_fd()];
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        let n = sendmsg::<()>(
+            self.sock.as_raw_fd(),
+            &[IoSlice::new(&frame)],
+            &cmsg,
+            MsgFlags::empty(),
+            None,
+        )?;
+        self.sock.write_all(&frame[n..])
+    }
+
+    /// The fd that came with the last frame received, if any.
+    pub fn take_fd(&mut self) -> Option<OwnedFd> {
+        self.fd.take()
     }
 
     /// `None` when the other end closed the socket.
     pub fn recv(&mut self) -> std::io::Result<Option<Msg>> {
         let mut len = [0u8; 4];
-        match self.0.read_exact(&mut len) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(e) => return Err(e),
+        let mut got = 0;
+        while got < len.len() {
+            let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+            let mut iov = [IoSliceMut::new(&mut len[got..])];
+            let m = recvmsg::<()>(
+                self.sock.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            )?;
+            for c in m.cmsgs()? {
+                if let ControlMessageOwned::ScmRights(fds) = c {
+                    for fd in fds {
+                        // SAFETY: the kernel just installed this fd for us.
+                        self.fd = Some(unsafe { OwnedFd::from_raw_fd(fd) });
+                    }
+                }
+            }
+            if m.bytes == 0 {
+                if got == 0 {
+                    return Ok(None);
+                }
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            got += m.bytes;
         }
         let len = u32::from_le_bytes(len);
         if len > MAX_FRAME {
             return Err(std::io::Error::other(format!("frame of {len} bytes")));
         }
         let mut body = vec![0u8; len as usize];
-        self.0.read_exact(&mut body)?;
+        self.sock.read_exact(&mut body)?;
         serde_json::from_slice(&body)
             .map(Some)
             .map_err(std::io::Error::other)
@@ -72,7 +132,7 @@ mod tests {
     #[test]
     fn frames_round_trip_and_eof_is_none() {
         let (a, b) = UnixStream::pair().unwrap();
-        let (mut a, mut b) = (Channel(a), Channel(b));
+        let (mut a, mut b) = (Channel::new(a), Channel::new(b));
         a.send(&Msg::Error("x".repeat(100_000))).unwrap();
         a.send(&Msg::Ready).unwrap();
         drop(a);
@@ -82,5 +142,24 @@ mod tests {
         }
         assert!(matches!(b.recv().unwrap(), Some(Msg::Ready)));
         assert!(b.recv().unwrap().is_none());
+    }
+
+    #[test]
+    fn an_fd_travels_with_its_frame() {
+        use std::os::fd::AsFd;
+        let (a, b) = UnixStream::pair().unwrap();
+        let (mut a, mut b) = (Channel::new(a), Channel::new(b));
+        let (r, mut w) = std::io::pipe().unwrap();
+        a.send(&Msg::Log("before".into())).unwrap();
+        a.send_fd(&Msg::Console, r.as_fd()).unwrap();
+        drop(r);
+        assert!(matches!(b.recv().unwrap(), Some(Msg::Log(_))));
+        assert!(b.take_fd().is_none());
+        assert!(matches!(b.recv().unwrap(), Some(Msg::Console)));
+        let got = b.take_fd().expect("fd with the Console frame");
+        w.write_all(b"x").unwrap();
+        let mut buf = [0u8; 1];
+        std::fs::File::from(got).read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"x");
     }
 }

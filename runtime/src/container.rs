@@ -10,6 +10,7 @@ use nix::unistd::Pid;
 
 use crate::cgroups::{Manager, MountSource};
 use crate::channel::{Channel, Msg};
+use crate::console::Console;
 use crate::error::{io, Result, RuntimeError};
 use crate::rootfs_mount::{self, RootfsMount};
 use crate::spawn::spawn_init;
@@ -36,6 +37,7 @@ pub struct Container {
     cgroup: Manager,
     channel: Option<Channel>,
     rootfs_mount: Option<PathBuf>,
+    console: Option<Console>,
 }
 
 impl Container {
@@ -94,7 +96,7 @@ impl Container {
                 st.pid_start = state::pid_start(pid).unwrap_or(0);
                 state::save(opts.bundle, &st)
             };
-            let (pid, ch) = spawn_handshake(
+            let (pid, ch, console) = spawn_handshake(
                 flags,
                 &cg,
                 opts.stdio,
@@ -102,10 +104,10 @@ impl Container {
                 opts.log,
                 &mut record_pid,
             )?;
-            Ok((pid, cg, ch))
+            Ok((pid, cg, ch, console))
         })();
         match res {
-            Ok((pid, cgroup, ch)) => Ok(Container {
+            Ok((pid, cgroup, ch, console)) => Ok(Container {
                 id: opts.id.to_string(),
                 bundle: opts.bundle.to_path_buf(),
                 namespaces: loaded.plan.namespaces.iter().map(|n| n.flag).collect(),
@@ -113,6 +115,7 @@ impl Container {
                 cgroup,
                 channel: Some(ch),
                 rootfs_mount: undo.rootfs.take(),
+                console,
             }),
             Err(e) => {
                 undo.run(opts.bundle);
@@ -123,6 +126,11 @@ impl Container {
 
     pub fn pid(&self) -> i32 {
         self.pid
+    }
+
+    /// The pty master of a process.terminal init, handed over once.
+    pub fn take_console(&mut self) -> Option<Console> {
+        self.console.take()
     }
 
     /// Release the init to exec the user's program; returns once exec succeeded or failed.
@@ -157,9 +165,10 @@ impl Container {
             &mut note,
         );
         match res {
-            Ok((pid, channel)) => Ok(Exec {
+            Ok((pid, channel, console)) => Ok(Exec {
                 pid,
                 channel: Some(channel),
+                console,
             }),
             Err(e) => {
                 if let Some(pid) = helper {
@@ -237,7 +246,8 @@ impl Container {
 
 /// Start the helper in `cgroup` and take it through the handshake up to Ready. `on_pid` hears
 /// every pid the process is known by (the helper, then the forked child when it joins a pid
-/// namespace), so the caller can kill it if this fails.
+/// namespace), so the caller can kill it if this fails. Returns the pty master too when the
+/// process asked for a terminal.
 fn spawn_handshake(
     ns_flags: i32,
     cgroup: &Manager,
@@ -245,7 +255,7 @@ fn spawn_handshake(
     plan: Msg,
     log: &dyn Fn(&str),
     on_pid: &mut dyn FnMut(i32) -> Result<()>,
-) -> Result<(i32, Channel)> {
+) -> Result<(i32, Channel, Option<Console>)> {
     let (ours, theirs) = UnixStream::pair().map_err(io("socketpair"))?;
     let cg_fd = cgroup.dir_fd()?;
     let mut pid = spawn_init(
@@ -259,17 +269,24 @@ fn spawn_handshake(
     if cg_fd.is_none() {
         cgroup.add_pid(pid)?;
     }
-    let mut ch = Channel(ours);
+    let mut ch = Channel::new(ours);
     let lost = |e: std::io::Error| RuntimeError::Init(format!("talk to init: {e}"));
     ch.send(&plan).map_err(lost)?;
+    let mut console = None;
     loop {
         match ch.recv().map_err(lost)? {
             Some(Msg::Log(line)) => log(&line),
+            Some(Msg::Console) => {
+                let fd = ch
+                    .take_fd()
+                    .ok_or_else(|| RuntimeError::Init("pty master missing from init".into()))?;
+                console = Some(Console::new(fd));
+            }
             Some(Msg::Pid(p)) => {
                 pid = p;
                 on_pid(p)?;
             }
-            Some(Msg::Ready) => return Ok((pid, ch)),
+            Some(Msg::Ready) => return Ok((pid, ch, console)),
             Some(Msg::Error(e)) => return Err(RuntimeError::Init(e)),
             Some(other) => {
                 return Err(RuntimeError::Init(format!(
@@ -301,11 +318,17 @@ fn release(channel: &mut Option<Channel>) -> Result<()> {
 pub struct Exec {
     pid: i32,
     channel: Option<Channel>,
+    console: Option<Console>,
 }
 
 impl Exec {
     pub fn pid(&self) -> i32 {
         self.pid
+    }
+
+    /// The pty master of a process.terminal exec, handed over once.
+    pub fn take_console(&mut self) -> Option<Console> {
+        self.console.take()
     }
 
     pub fn start(&mut self) -> Result<()> {

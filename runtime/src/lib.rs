@@ -4,6 +4,7 @@
 pub mod caps;
 pub mod cgroups;
 mod channel;
+pub mod console;
 pub mod container;
 pub mod error;
 pub mod features;
@@ -14,6 +15,7 @@ pub mod spawn;
 pub mod spec;
 pub mod state;
 
+pub use console::Console;
 pub use container::{cleanup, Container, CreateOpts, Exec};
 pub use error::{Result, RuntimeError};
 pub use rootfs_mount::RootfsMount;

@@ -61,6 +61,11 @@ pub struct ProcessPlan {
     pub caps: Option<CapSets>,
     pub no_new_privileges: bool,
     pub oom_score_adj: Option<i32>,
+    /// process.terminal: a pty from the container's devpts becomes fds 0-2 and the controlling
+    /// terminal; its master goes back to the shim.
+    pub terminal: bool,
+    /// process.consoleSize as (height, width), set on the pty before the process runs.
+    pub console_size: Option<(u16, u16)>,
 }
 
 /// A bind of one cgroup hierarchy's leaf into the container's cgroup mount (filled in by the
@@ -391,9 +396,6 @@ fn plan_process(p: &oci_spec::runtime::Process) -> Result<ProcessPlan> {
     if args.is_empty() || args[0].is_empty() {
         return Err(invalid("process.args must not be empty"));
     }
-    if p.terminal().unwrap_or(false) {
-        return Err(unsupported("process.terminal"));
-    }
     if p.apparmor_profile().as_ref().is_some_and(|s| !s.is_empty()) {
         return Err(unsupported("process.apparmorProfile"));
     }
@@ -458,7 +460,16 @@ fn plan_process(p: &oci_spec::runtime::Process) -> Result<ProcessPlan> {
         caps,
         no_new_privileges: p.no_new_privileges().unwrap_or(false),
         oom_score_adj: p.oom_score_adj(),
+        terminal: p.terminal().unwrap_or(false),
+        console_size: p
+            .console_size()
+            .as_ref()
+            .map(|b| (clamp_u16(b.height()), clamp_u16(b.width()))),
     })
+}
+
+fn clamp_u16(v: u64) -> u16 {
+    v.min(u16::MAX as u64) as u16
 }
 
 fn rlimit_number(name: &str) -> Option<i32> {
@@ -525,14 +536,23 @@ mod tests {
     }
 
     #[test]
+    fn terminal_and_console_size_are_planned() {
+        let t = with(|v| {
+            v["process"]["terminal"] = true.into();
+            v["process"]["consoleSize"] = serde_json::json!({"height": 40, "width": 120});
+        })
+        .unwrap();
+        assert!(t.plan.process.terminal);
+        assert_eq!(t.plan.process.console_size, Some((40, 120)));
+    }
+
+    #[test]
     fn refuses_what_it_cannot_honour() {
         let e =
             with(|v| v["linux"]["seccomp"] = serde_json::json!({"defaultAction":"SCMP_ACT_ALLOW"}));
         assert!(e.unwrap_err().to_string().contains("linux.seccomp"));
         let e = with(|v| v["linux"]["namespaces"][0]["type"] = "user".into());
         assert!(e.unwrap_err().to_string().contains("user"));
-        let e = with(|v| v["process"]["terminal"] = true.into());
-        assert!(e.unwrap_err().to_string().contains("process.terminal"));
     }
 
     #[test]

@@ -5,16 +5,37 @@
 //! (writes never fail with EPIPE or SIGPIPE when the client goes away; they block once the fifo
 //! is full, and a reconnecting client reads what is there), and a write end of stdin (the
 //! container never sees EOF before the client wrote; CloseIO drops it).
+//!
+//! A terminal cannot be handed over: the process gets a pty of its container, and two threads
+//! copy stdin fifo → pty master → stdout fifo. The output thread ends when the last holder of
+//! the pty's other side is gone (read gives EIO) and then closes the stdout fifo, which is the
+//! client's EOF; stdin's end is passed on as the terminal's EOF character.
 
 use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use crt_runtime::Console;
 
 pub struct Stdio {
     /// The container's fds 0-2; dropped once the container holds them.
     pub child: Option<[OwnedFd; 3]>,
     stdin_writer: Option<File>,
     _readers: Vec<File>,
+    term: Option<Term>,
+}
+
+/// The terminal side: fifo ends waiting for the pty, then the pty and its copiers.
+struct Term {
+    stdin: Option<File>,
+    stdout: Option<File>,
+    console: Option<Console>,
+    /// Dropping it wakes the stdin copier, which then lets go of the pty.
+    stop: Option<OwnedFd>,
+    output_done: Arc<(Mutex<bool>, Condvar)>,
 }
 
 fn open(path: &str, read: bool, nonblock: bool) -> std::io::Result<File> {
@@ -68,7 +89,91 @@ impl Stdio {
             child: Some([child_in.into(), child_out.into(), child_err.into()]),
             stdin_writer,
             _readers: readers,
+            term: None,
         })
+    }
+
+    /// Stdio of a process with a terminal: it starts on /dev/null (the pty replaces it inside
+    /// the container) and [`Stdio::attach`] connects the fifos once the pty exists. A terminal
+    /// has one output: stderr is not used (ctr -t never opens it).
+    pub fn open_terminal(stdin: &str, stdout: &str) -> std::io::Result<Stdio> {
+        let null = || -> std::io::Result<OwnedFd> { Ok(open("/dev/null", true, false)?.into()) };
+        let mut readers = Vec::new();
+        let mut stdin_writer = None;
+        let mut term_in = None;
+        if !stdin.is_empty() {
+            let r = open(stdin, true, true)?;
+            stdin_writer = Some(open(stdin, false, true)?);
+            term_in = Some(r);
+        }
+        let mut term_out = None;
+        if !stdout.is_empty() {
+            readers.push(open(stdout, true, true)?);
+            let w = open(stdout, false, true)?;
+            clear_nonblock(&w)?;
+            term_out = Some(w);
+        }
+        Ok(Stdio {
+            child: Some([null()?, null()?, null()?]),
+            stdin_writer,
+            _readers: readers,
+            term: Some(Term {
+                stdin: term_in,
+                stdout: term_out,
+                console: None,
+                stop: None,
+                output_done: Arc::new((Mutex::new(false), Condvar::new())),
+            }),
+        })
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        self.term.is_some()
+    }
+
+    /// Start copying between the fifos and the process's pty.
+    pub fn attach(&mut self, console: Console) -> std::io::Result<()> {
+        let Some(t) = self.term.as_mut() else {
+            return Err(std::io::Error::other("not a terminal process"));
+        };
+        let done = t.output_done.clone();
+        let mut master = console.file()?;
+        let out = t.stdout.take();
+        std::thread::Builder::new()
+            .name("pty-out".into())
+            .spawn(move || {
+                copy_output(&mut master, out);
+                let (m, cv) = &*done;
+                *m.lock().unwrap_or_else(|p| p.into_inner()) = true;
+                cv.notify_all();
+            })?;
+        if let Some(input) = t.stdin.take() {
+            let (stop_r, stop_w) = nix::unistd::pipe()?;
+            let master = console.file()?;
+            let eof = console.eof_char();
+            std::thread::Builder::new()
+                .name("pty-in".into())
+                .spawn(move || copy_input(input, master, stop_r, eof))?;
+            t.stop = Some(stop_w);
+        }
+        t.console = Some(console);
+        Ok(())
+    }
+
+    pub fn console(&self) -> Option<&Console> {
+        self.term.as_ref().and_then(|t| t.console.as_ref())
+    }
+
+    /// Wait, at most `limit`, until the terminal's output reached the stdout fifo, so a process
+    /// deleted right after its exit loses nothing (runc's shim waits likewise).
+    pub fn wait_output(&self, limit: Duration) {
+        let Some(t) = &self.term else { return };
+        if t.console.is_none() {
+            return;
+        }
+        let (m, cv) = &*t.output_done;
+        let g = m.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = cv.wait_timeout_while(g, limit, |done| !*done);
     }
 
     pub fn child_fds(&self) -> Option<[BorrowedFd<'_>; 3]> {
@@ -79,6 +184,66 @@ impl Stdio {
 
     pub fn close_stdin(&mut self) {
         self.stdin_writer = None;
+    }
+}
+
+impl Drop for Term {
+    fn drop(&mut self) {
+        // Wakes the stdin copier before the console goes.
+        self.stop = None;
+    }
+}
+
+/// pty master → stdout fifo, until the pty's last user is gone (EIO) or the client is.
+fn copy_output(master: &mut File, mut out: Option<File>) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let n = match master.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        if let Some(w) = out.as_mut() {
+            if w.write_all(&buf[..n]).is_err() {
+                // The fifo is gone: keep draining so the process never blocks on its terminal.
+                out = None;
+            }
+        }
+    }
+}
+
+/// stdin fifo → pty master. The fifo's end becomes the terminal's EOF character.
+fn copy_input(mut input: File, mut master: File, stop: OwnedFd, eof: u8) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let mut fds = [
+            PollFd::new(input.as_fd(), PollFlags::POLLIN),
+            PollFd::new(stop.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::Error::EINTR) => continue,
+            Err(_) => return,
+        }
+        if fds[1].any().unwrap_or(true) {
+            return;
+        }
+        match input.read(&mut buf) {
+            Ok(0) => {
+                let _ = master.write_all(&[eof]);
+                return;
+            }
+            Ok(n) => {
+                if master.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
     }
 }
 

@@ -236,6 +236,36 @@ impl Service {
     }
 }
 
+/// How long Delete waits for a terminal's last output to reach the client.
+const OUTPUT_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn open_stdio(terminal: bool, [stdin, stdout, stderr]: [&str; 3]) -> std::io::Result<Stdio> {
+    if terminal {
+        Stdio::open_terminal(stdin, stdout)
+    } else {
+        Stdio::open(stdin, stdout, stderr)
+    }
+}
+
+/// The request's `terminal` and the process spec's `terminal` must agree: a pty nobody copies,
+/// or a terminal client with no pty, would hang the client.
+fn connect_terminal(io: &mut Stdio, console: Option<crt_runtime::Console>) -> ttrpc::Result<()> {
+    match (io.is_terminal(), console) {
+        (false, None) => Ok(()),
+        (true, Some(c)) => io
+            .attach(c)
+            .map_err(|e| status(Code::UNKNOWN, format!("crt: terminal: {e}"))),
+        (true, None) => Err(status(
+            Code::INVALID_ARGUMENT,
+            "crt: a terminal was requested but the process spec has terminal: false",
+        )),
+        (false, Some(_)) => Err(status(
+            Code::INVALID_ARGUMENT,
+            "crt: the process spec has terminal: true but no terminal was requested",
+        )),
+    }
+}
+
 fn unimplemented<T>(method: &str) -> ttrpc::Result<T> {
     Err(status(
         Code::UNIMPLEMENTED,
@@ -300,12 +330,6 @@ impl Task for Service {
                 format!("container {id}: already exists"),
             ));
         }
-        if req.terminal {
-            return Err(status(
-                Code::UNIMPLEMENTED,
-                "crt: terminals are not supported yet",
-            ));
-        }
         if !req.checkpoint.is_empty() {
             return Err(status(
                 Code::UNIMPLEMENTED,
@@ -322,7 +346,7 @@ impl Task for Service {
                 options: m.options.clone(),
             })
             .collect();
-        let mut io = Stdio::open(&req.stdin, &req.stdout, &req.stderr)
+        let mut io = open_stdio(req.terminal, [&req.stdin, &req.stdout, &req.stderr])
             .map_err(|e| status(Code::UNKNOWN, format!("crt: create {id}: stdio: {e}")))?;
         let log_line = |l: &str| log::info!("container {id}: {l}");
         let created = {
@@ -338,10 +362,15 @@ impl Task for Service {
             })
         };
         io.child = None;
-        let container = created.map_err(|e| {
+        let mut container = created.map_err(|e| {
             log::error!("create {id}: {e}");
             runtime_err("create", e)
         })?;
+        if let Err(e) = connect_terminal(&mut io, container.take_console()) {
+            let _ = container.kill(Signal::SIGKILL, true);
+            let _ = container.delete();
+            return Err(e);
+        }
         let pid = container.pid();
         let mut t = self.lock();
         let exit = t.unclaimed.remove(&pid);
@@ -444,7 +473,7 @@ impl Task for Service {
             stdin: pr.paths[0].clone(),
             stdout: pr.paths[1].clone(),
             stderr: pr.paths[2].clone(),
-            terminal: false,
+            terminal: pr.io.is_terminal(),
             ..Default::default()
         };
         if let Some((c, at)) = &pr.exit {
@@ -527,6 +556,8 @@ impl Task for Service {
                 .execs
                 .remove(&req.exec_id)
                 .ok_or_else(|| exec_not_found(&req.id, &req.exec_id))?;
+            drop(t);
+            e.proc.io.wait_output(OUTPUT_DRAIN);
             // A created, never started exec exits when its handle goes.
             let (code, at) = e.proc.exit.clone().unwrap_or((0, now()));
             return Ok(DeleteResponse {
@@ -557,6 +588,7 @@ impl Task for Service {
             return Err(not_found(&req.id));
         };
         drop(t);
+        p.init.io.wait_output(OUTPUT_DRAIN);
         if let Some(c) = p.container.take() {
             c.delete().map_err(|e| runtime_err("delete", e))?;
         }
@@ -572,19 +604,13 @@ impl Task for Service {
 
     fn exec(&self, _ctx: &TtrpcContext, req: ExecProcessRequest) -> ttrpc::Result<Empty> {
         let (id, exec_id) = (req.id.clone(), req.exec_id.clone());
-        if req.terminal {
-            return Err(status(
-                Code::UNIMPLEMENTED,
-                "crt: terminals (exec -t) are not supported yet",
-            ));
-        }
         let json = req
             .spec
             .as_ref()
             .map(|a| a.value.clone())
             .unwrap_or_default();
         let plan = crt_runtime::spec::exec_plan(&json).map_err(|e| runtime_err("exec", e))?;
-        let mut io = Stdio::open(&req.stdin, &req.stdout, &req.stderr)
+        let mut io = open_stdio(req.terminal, [&req.stdin, &req.stdout, &req.stderr])
             .map_err(|e| status(Code::UNKNOWN, format!("crt: exec {exec_id}: stdio: {e}")))?;
         // Spawned under the lock: a concurrent Delete cannot remove the container meanwhile, and
         // the reaper cannot see the exec's pid before it is in the table.
@@ -612,7 +638,8 @@ impl Task for Service {
             runtime_err("exec", e)
         });
         io.child = None;
-        let handle = handle?;
+        let mut handle = handle?;
+        connect_terminal(&mut io, handle.take_console())?;
         let paths = [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()];
         let pid = handle.pid();
         p.execs.insert(
@@ -715,9 +742,18 @@ impl Task for Service {
     fn resize_pty(
         &self,
         _ctx: &TtrpcContext,
-        _r: containerd_shim_protos::api::ResizePtyRequest,
+        req: containerd_shim_protos::api::ResizePtyRequest,
     ) -> ttrpc::Result<Empty> {
-        unimplemented("ResizePty")
+        let t = self.lock();
+        let p = t.procs.get(&req.id).ok_or_else(|| not_found(&req.id))?;
+        let pr = p.process(&req.id, &req.exec_id)?;
+        // Like runc's shim, a process without a terminal has nothing to resize.
+        if let Some(c) = pr.io.console() {
+            let clamp = |v: u32| v.min(u16::MAX as u32) as u16;
+            c.resize(clamp(req.width), clamp(req.height))
+                .map_err(|e| runtime_err("resize pty", e))?;
+        }
+        Ok(Empty::new())
     }
     fn update(&self, _ctx: &TtrpcContext, req: UpdateTaskRequest) -> ttrpc::Result<Empty> {
         let json = req

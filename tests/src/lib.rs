@@ -27,6 +27,7 @@ pub mod leaks;
 pub mod procs;
 pub mod shim_client;
 pub mod spec;
+pub mod tty;
 pub mod util;
 
 use std::fs;
@@ -386,7 +387,18 @@ impl Containerd {
 
     /// A foreground `ctr run --rm <flags> IMAGE ID args...` left running in the background.
     pub fn spawn_run(&self, flags: &[&str], id: &str, args: &[&str]) -> Background {
-        Background::spawn(self.ctr_command(&self.run_args("--rm", flags, Some(IMAGE), id, args)))
+        Background::spawn(self.run_command(flags, id, args))
+    }
+
+    /// The command `ctr run --rm <runtime flags> <flags> IMAGE ID args...`, not started.
+    pub fn run_command(&self, flags: &[&str], id: &str, args: &[&str]) -> Command {
+        self.run_command_mode("--rm", flags, id, args)
+    }
+
+    /// The command `ctr run <mode> <runtime flags> <flags> IMAGE ID args...` (mode `--rm`,
+    /// `-d`), not started.
+    pub fn run_command_mode(&self, mode: &str, flags: &[&str], id: &str, args: &[&str]) -> Command {
+        self.ctr_command(&self.run_args(mode, flags, Some(IMAGE), id, args))
     }
 
     /// The end of a detached task's life: SIGKILL, wait until STOPPED, `ctr task delete` and

@@ -1,9 +1,10 @@
 //! Calls on a shim's Task service over its ttrpc socket, the way containerd makes them, for the
-//! methods `ctr` has no command for (Update reaches a shim only through CRI or the API).
+//! methods `ctr` has no command for (Update reaches a shim only through CRI or the API), or
+//! calls only on some paths (CloseIO: `ctr` sends it for stdin's end without a terminal only).
 
 use std::path::Path;
 
-use containerd_shim_protos::api::UpdateTaskRequest;
+use containerd_shim_protos::api::{CloseIORequest, UpdateTaskRequest, WaitRequest};
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::MessageField;
 use containerd_shim_protos::TaskClient;
@@ -45,4 +46,30 @@ pub fn update(
         .update(ctx(namespace), &req)
         .map(|_| ())
         .map_err(|e| format!("Task.Update {id}: {e}"))
+}
+
+/// Task.CloseIO of the process's stdin (`exec_id` empty: the init).
+pub fn close_stdin(socket: &Path, namespace: &str, id: &str, exec_id: &str) -> Result<(), String> {
+    let req = CloseIORequest {
+        id: id.to_string(),
+        exec_id: exec_id.to_string(),
+        stdin: true,
+        ..Default::default()
+    };
+    client(socket)?
+        .close_io(ctx(namespace), &req)
+        .map(|_| ())
+        .map_err(|e| format!("Task.CloseIO {id}: {e}"))
+}
+
+/// Task.Wait of the init: its exit status once it exited.
+pub fn wait(socket: &Path, namespace: &str, id: &str) -> Result<u32, String> {
+    let req = WaitRequest {
+        id: id.to_string(),
+        ..Default::default()
+    };
+    client(socket)?
+        .wait(ctx(namespace), &req)
+        .map(|r| r.exit_status)
+        .map_err(|e| format!("Task.Wait {id}: {e}"))
 }

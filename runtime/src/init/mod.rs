@@ -2,6 +2,7 @@
 //! namespaces. It is single-threaded and fresh, so ordinary Rust is fine here. It becomes the
 //! container: see `channel.rs` for the handshake.
 
+mod console;
 mod net;
 mod paths;
 mod process;
@@ -24,7 +25,7 @@ pub fn main() -> ! {
     // runtime that exec succeeded.
     // SAFETY: fcntl on our own fd.
     unsafe { libc::fcntl(SYNC_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
-    let mut ch = Channel(sock);
+    let mut ch = Channel::new(sock);
     let err = match run(&mut ch) {
         Ok(()) => std::process::exit(0),
         Err(e) => e,
@@ -95,7 +96,7 @@ fn run_init(ch: &mut Channel, plan: &Plan) -> Result<(), String> {
         }
     }
     rootfs::setup(plan)?;
-    finish(ch, p)
+    finish(ch, p, true)
 }
 
 /// Join every namespace of a running container through its init's /proc entries. All are
@@ -121,7 +122,7 @@ fn run_exec(ch: &mut Channel, plan: &ExecPlan) -> Result<(), String> {
             let _ = ch.send(&Msg::Log(line));
         }
     }
-    finish(ch, &plan.process)
+    finish(ch, &plan.process, false)
 }
 
 fn ns_name(flag: i32) -> Option<&'static str> {
@@ -137,8 +138,12 @@ fn ns_name(flag: i32) -> Option<&'static str> {
 }
 
 /// Limits, credentials, cwd, executable lookup; report ready, wait for start, exec.
-fn finish(ch: &mut Channel, p: &ProcessPlan) -> Result<(), String> {
+fn finish(ch: &mut Channel, p: &ProcessPlan, is_init: bool) -> Result<(), String> {
     process::set_rlimits(p)?;
+    if p.terminal {
+        // Before credentials: binding /dev/console needs CAP_SYS_ADMIN.
+        console::setup(ch, p, is_init)?;
+    }
     process::set_credentials(p)?;
     if let Err(e) = std::env::set_current_dir(&p.cwd) {
         return Err(format!("chdir to cwd {:?} set in config.json: {e}", p.cwd));
