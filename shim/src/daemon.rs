@@ -51,7 +51,7 @@ pub fn run(a: &Args, listener: RawFd) -> Result<(), String> {
         .filter(|s| !s.is_empty());
     let events = Publisher::start(ttrpc_address, a.namespace.clone());
     let (tx, rx) = std::sync::mpsc::channel();
-    let svc = Arc::new(Service::new(events, tx));
+    let svc = Arc::new(Service::new(events, tx, a.namespace.clone()));
 
     let reaper = svc.clone();
     std::thread::Builder::new()

@@ -20,12 +20,46 @@ use std::time::Duration;
 
 use crt_runtime::Console;
 
+use crate::logging::{self, Logger, Target};
+
+/// Who the stdio belongs to, for a logging binary's environment.
+pub struct Owner<'a> {
+    pub id: &'a str,
+    pub namespace: &'a str,
+}
+
+/// Set once a copying thread has passed on everything it will.
+#[derive(Clone, Default)]
+struct Done(Arc<(Mutex<bool>, Condvar)>);
+
+impl Done {
+    fn finish(&self) {
+        let (m, cv) = &*self.0;
+        *m.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cv.notify_all();
+    }
+
+    fn wait_until(&self, deadline: std::time::Instant) {
+        let (m, cv) = &*self.0;
+        let limit = deadline.saturating_duration_since(std::time::Instant::now());
+        let g = m.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = cv.wait_timeout_while(g, limit, |done| !*done);
+    }
+}
+
+fn io_err(e: String) -> std::io::Error {
+    std::io::Error::other(e)
+}
+
 pub struct Stdio {
     /// The container's fds 0-2; dropped once the container holds them.
     pub child: Option<[OwnedFd; 3]>,
     stdin_writer: Option<File>,
     _readers: Vec<File>,
     term: Option<Term>,
+    /// Threads copying output on (file:// logs, a terminal's output).
+    copiers: Vec<Done>,
+    logger: Option<Logger>,
 }
 
 /// The terminal side: fifo ends waiting for the pty, then the pty and its copiers.
@@ -35,7 +69,6 @@ struct Term {
     console: Option<Console>,
     /// Dropping it wakes the stdin copier, which then lets go of the pty.
     stop: Option<OwnedFd>,
-    output_done: Arc<(Mutex<bool>, Condvar)>,
 }
 
 fn open(path: &str, read: bool, nonblock: bool) -> std::io::Result<File> {
@@ -63,7 +96,13 @@ fn clear_nonblock(f: &File) -> std::io::Result<()> {
 }
 
 impl Stdio {
-    pub fn open(stdin: &str, stdout: &str, stderr: &str) -> std::io::Result<Stdio> {
+    /// `stdout`/`stderr` are fifo paths or log URIs (see `logging.rs`); empty means none.
+    pub fn open(
+        stdin: &str,
+        stdout: &str,
+        stderr: &str,
+        owner: &Owner<'_>,
+    ) -> std::io::Result<Stdio> {
         let mut readers = Vec::new();
         let mut stdin_writer = None;
         let child_in: File = if stdin.is_empty() {
@@ -74,22 +113,52 @@ impl Stdio {
             clear_nonblock(&r)?;
             r
         };
-        let mut out = |path: &str| -> std::io::Result<File> {
-            if path.is_empty() {
-                return open("/dev/null", false, false);
-            }
-            readers.push(open(path, true, true)?);
-            let w = open(path, false, true)?;
-            clear_nonblock(&w)?;
-            Ok(w)
-        };
-        let child_out = out(stdout)?;
-        let child_err = out(stderr)?;
+        let targets = [
+            logging::parse(stdout).map_err(io_err)?,
+            logging::parse(stderr).map_err(io_err)?,
+        ];
+        let (logger, mut logger_fds) = start_logger(&targets, owner)?;
+        let mut copiers = Vec::new();
+        let mut child = Vec::new();
+        for (i, t) in targets.iter().enumerate() {
+            let fd: OwnedFd = match t {
+                Target::Fifo(p) if p.is_empty() => open("/dev/null", false, false)?.into(),
+                Target::Fifo(path) => {
+                    readers.push(open(path, true, true)?);
+                    let w = open(path, false, true)?;
+                    clear_nonblock(&w)?;
+                    w.into()
+                }
+                Target::Binary { .. } => logger_fds[i]
+                    .take()
+                    .ok_or_else(|| io_err("logging binary has no pipe".into()))?,
+                Target::File(path) => {
+                    let file = logging::open_append(path)?;
+                    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+                    let done = Done::default();
+                    let d = done.clone();
+                    std::thread::Builder::new()
+                        .name("log-file".into())
+                        .spawn(move || {
+                            logging::copy_all(File::from(r), file);
+                            d.finish();
+                        })?;
+                    copiers.push(done);
+                    w
+                }
+            };
+            child.push(fd);
+        }
+        let [child_out, child_err]: [OwnedFd; 2] = child
+            .try_into()
+            .map_err(|_| io_err("stdio: two outputs expected".into()))?;
         Ok(Stdio {
-            child: Some([child_in.into(), child_out.into(), child_err.into()]),
+            child: Some([child_in.into(), child_out, child_err]),
             stdin_writer,
             _readers: readers,
             term: None,
+            copiers,
+            logger,
         })
     }
 
@@ -122,8 +191,9 @@ impl Stdio {
                 stdout: term_out,
                 console: None,
                 stop: None,
-                output_done: Arc::new((Mutex::new(false), Condvar::new())),
             }),
+            copiers: Vec::new(),
+            logger: None,
         })
     }
 
@@ -136,17 +206,17 @@ impl Stdio {
         let Some(t) = self.term.as_mut() else {
             return Err(std::io::Error::other("not a terminal process"));
         };
-        let done = t.output_done.clone();
+        let done = Done::default();
+        let d = done.clone();
         let mut master = console.file()?;
         let out = t.stdout.take();
         std::thread::Builder::new()
             .name("pty-out".into())
             .spawn(move || {
                 copy_output(&mut master, out);
-                let (m, cv) = &*done;
-                *m.lock().unwrap_or_else(|p| p.into_inner()) = true;
-                cv.notify_all();
+                d.finish();
             })?;
+        self.copiers.push(done);
         if let Some(input) = t.stdin.take() {
             let (stop_r, stop_w) = nix::unistd::pipe()?;
             let master = console.file()?;
@@ -164,16 +234,20 @@ impl Stdio {
         self.term.as_ref().and_then(|t| t.console.as_ref())
     }
 
-    /// Wait, at most `limit`, until the terminal's output reached the stdout fifo, so a process
-    /// deleted right after its exit loses nothing (runc's shim waits likewise).
+    /// Wait, at most `limit`, until copied output (a terminal's, a file log's) is all passed
+    /// on, so a process deleted right after its exit loses nothing (runc's shim waits likewise).
     pub fn wait_output(&self, limit: Duration) {
-        let Some(t) = &self.term else { return };
-        if t.console.is_none() {
-            return;
+        let deadline = std::time::Instant::now() + limit;
+        for c in &self.copiers {
+            c.wait_until(deadline);
         }
-        let (m, cv) = &*t.output_done;
-        let g = m.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = cv.wait_timeout_while(g, limit, |done| !*done);
+    }
+
+    /// Stop the logging binary, if any, once it has had the chance to log everything.
+    pub fn stop_logger(&mut self) {
+        if let Some(l) = self.logger.take() {
+            l.stop();
+        }
     }
 
     pub fn child_fds(&self) -> Option<[BorrowedFd<'_>; 3]> {
@@ -185,6 +259,35 @@ impl Stdio {
     pub fn close_stdin(&mut self) {
         self.stdin_writer = None;
     }
+}
+
+/// The logging binary that stdout and/or stderr name, started; the write ends of its pipes by
+/// stream. One binary serves both streams (its fds 3 and 4), so they must name the same one.
+type LoggerPipes = [Option<OwnedFd>; 2];
+
+fn start_logger(
+    targets: &[Target; 2],
+    owner: &Owner<'_>,
+) -> std::io::Result<(Option<Logger>, LoggerPipes)> {
+    let binaries: Vec<&Target> = targets
+        .iter()
+        .filter(|t| matches!(t, Target::Binary { .. }))
+        .collect();
+    let Some(Target::Binary { path, args }) = binaries.first() else {
+        return Ok((None, [None, None]));
+    };
+    if binaries.len() == 2 && binaries[0] != binaries[1] {
+        return Err(io_err(
+            "stdout and stderr name different logging binaries".into(),
+        ));
+    }
+    let (logger, out, err) =
+        Logger::start(path, args, owner.id, owner.namespace).map_err(io_err)?;
+    let pick = |t: &Target, fd: OwnedFd| matches!(t, Target::Binary { .. }).then_some(fd);
+    Ok((
+        Some(logger),
+        [pick(&targets[0], out), pick(&targets[1], err)],
+    ))
 }
 
 impl Drop for Term {
@@ -266,7 +369,11 @@ mod tests {
         mkfifo(&o);
         // The client's ends, opened first as containerd does.
         let client_out = open(o.to_str().unwrap(), true, true).unwrap();
-        let mut s = Stdio::open(i.to_str().unwrap(), o.to_str().unwrap(), "").unwrap();
+        let owner = Owner {
+            id: "c",
+            namespace: "default",
+        };
+        let mut s = Stdio::open(i.to_str().unwrap(), o.to_str().unwrap(), "", &owner).unwrap();
         let fds = s.child.take().unwrap();
         // The client goes away: a write must still succeed (no EPIPE).
         drop(client_out);

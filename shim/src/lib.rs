@@ -5,6 +5,7 @@ mod daemon;
 mod events;
 mod io;
 mod logger;
+mod logging;
 mod metrics;
 pub mod protocol;
 mod service;

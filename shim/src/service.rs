@@ -23,7 +23,7 @@ use nix::sys::signal::Signal;
 use ttrpc::{Code, TtrpcContext};
 
 use crate::events::{now, Publisher};
-use crate::io::Stdio;
+use crate::io::{Owner, Stdio};
 
 fn status(code: Code, msg: impl Into<String>) -> ttrpc::Error {
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, msg.into()))
@@ -133,15 +133,18 @@ pub struct Service {
     exited: Condvar,
     events: Publisher,
     shutdown: Mutex<Option<Sender<()>>>,
+    /// The shim's -namespace, for requests that carry none.
+    namespace: String,
 }
 
 impl Service {
-    pub fn new(events: Publisher, shutdown: Sender<()>) -> Service {
+    pub fn new(events: Publisher, shutdown: Sender<()>, namespace: String) -> Service {
         Service {
             table: Mutex::new(Table::default()),
             exited: Condvar::new(),
             events,
             shutdown: Mutex::new(Some(shutdown)),
+            namespace,
         }
     }
 
@@ -239,12 +242,24 @@ impl Service {
 /// How long Delete waits for a terminal's last output to reach the client.
 const OUTPUT_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
-fn open_stdio(terminal: bool, [stdin, stdout, stderr]: [&str; 3]) -> std::io::Result<Stdio> {
+fn open_stdio(
+    terminal: bool,
+    [stdin, stdout, stderr]: [&str; 3],
+    owner: &Owner<'_>,
+) -> std::io::Result<Stdio> {
     if terminal {
         Stdio::open_terminal(stdin, stdout)
     } else {
-        Stdio::open(stdin, stdout, stderr)
+        Stdio::open(stdin, stdout, stderr, owner)
     }
+}
+
+/// The containerd namespace of a request, as containerd sends it in the ttrpc metadata.
+fn request_namespace(ctx: &TtrpcContext) -> Option<String> {
+    ctx.metadata
+        .get("containerd-namespace-ttrpc")
+        .and_then(|v| v.first())
+        .cloned()
 }
 
 /// The request's `terminal` and the process spec's `terminal` must agree: a pty nobody copies,
@@ -320,7 +335,7 @@ fn t_exec(p: &mut Proc, pid: i32) -> Option<(String, &mut ExecProc)> {
 impl Task for Service {
     fn create(
         &self,
-        _ctx: &TtrpcContext,
+        ctx: &TtrpcContext,
         req: CreateTaskRequest,
     ) -> ttrpc::Result<CreateTaskResponse> {
         let id = req.id.clone();
@@ -346,7 +361,12 @@ impl Task for Service {
                 options: m.options.clone(),
             })
             .collect();
-        let mut io = open_stdio(req.terminal, [&req.stdin, &req.stdout, &req.stderr])
+        let ns = request_namespace(ctx).unwrap_or_else(|| self.namespace.clone());
+        let owner = Owner {
+            id: &id,
+            namespace: &ns,
+        };
+        let mut io = open_stdio(req.terminal, [&req.stdin, &req.stdout, &req.stderr], &owner)
             .map_err(|e| status(Code::UNKNOWN, format!("crt: create {id}: stdio: {e}")))?;
         let log_line = |l: &str| log::info!("container {id}: {l}");
         let created = {
@@ -557,7 +577,9 @@ impl Task for Service {
                 .remove(&req.exec_id)
                 .ok_or_else(|| exec_not_found(&req.id, &req.exec_id))?;
             drop(t);
+            let mut e = e;
             e.proc.io.wait_output(OUTPUT_DRAIN);
+            e.proc.io.stop_logger();
             // A created, never started exec exits when its handle goes.
             let (code, at) = e.proc.exit.clone().unwrap_or((0, now()));
             return Ok(DeleteResponse {
@@ -589,6 +611,7 @@ impl Task for Service {
         };
         drop(t);
         p.init.io.wait_output(OUTPUT_DRAIN);
+        p.init.io.stop_logger();
         if let Some(c) = p.container.take() {
             c.delete().map_err(|e| runtime_err("delete", e))?;
         }
@@ -602,7 +625,7 @@ impl Task for Service {
         })
     }
 
-    fn exec(&self, _ctx: &TtrpcContext, req: ExecProcessRequest) -> ttrpc::Result<Empty> {
+    fn exec(&self, ctx: &TtrpcContext, req: ExecProcessRequest) -> ttrpc::Result<Empty> {
         let (id, exec_id) = (req.id.clone(), req.exec_id.clone());
         let json = req
             .spec
@@ -610,7 +633,12 @@ impl Task for Service {
             .map(|a| a.value.clone())
             .unwrap_or_default();
         let plan = crt_runtime::spec::exec_plan(&json).map_err(|e| runtime_err("exec", e))?;
-        let mut io = open_stdio(req.terminal, [&req.stdin, &req.stdout, &req.stderr])
+        let ns = request_namespace(ctx).unwrap_or_else(|| self.namespace.clone());
+        let owner = Owner {
+            id: &id,
+            namespace: &ns,
+        };
+        let mut io = open_stdio(req.terminal, [&req.stdin, &req.stdout, &req.stderr], &owner)
             .map_err(|e| status(Code::UNKNOWN, format!("crt: exec {exec_id}: stdio: {e}")))?;
         // Spawned under the lock: a concurrent Delete cannot remove the container meanwhile, and
         // the reaper cannot see the exec's pid before it is in the table.
