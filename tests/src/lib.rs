@@ -33,7 +33,7 @@ pub mod util;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -127,7 +127,7 @@ pub struct Containerd {
     /// Runtime name passed to `ctr --runtime`.
     pub runtime: String,
     child: Mutex<Option<Child>>,
-    pid: u32,
+    pid: AtomicU32,
     counter: AtomicUsize,
     ids: Mutex<Vec<String>>,
     shim_sockets: Mutex<Vec<PathBuf>>,
@@ -181,54 +181,20 @@ impl Containerd {
         }
         let config = dir.join("config.toml");
         fs::write(&config, config_toml(version, &dir)).unwrap();
-        let log = fs::File::create(dir.join("containerd.log")).unwrap();
-        let path = format!(
-            "{}:{}:{}",
-            crt_dir.display(),
-            bin.display(),
-            std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into())
-        );
-        let child = Command::new(bin.join("containerd"))
-            .arg("--config")
-            .arg(&config)
-            .current_dir(&dir) // containerd first looks for the shim relative to its cwd
-            .env("PATH", path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.join("containerd").display()));
-        let pid = child.id();
-        let mut c = Containerd {
+        let c = Containerd {
             version,
             dir,
             suffix,
             runtime,
-            child: Mutex::new(Some(child)),
-            pid,
+            child: Mutex::new(None),
+            pid: AtomicU32::new(0),
             counter: AtomicUsize::new(0),
             ids: Mutex::new(Vec::new()),
             shim_sockets: Mutex::new(Vec::new()),
             baseline_mounts: Vec::new(),
         };
-        let ready = poll(secs(30), || {
-            if !c.containerd_alive() {
-                panic!(
-                    "containerd ({}) exited during start-up; log tail:\n{}",
-                    version.name(),
-                    c.log_tail(40)
-                );
-            }
-            c.ctr_timeout(&["version"], Duration::from_secs(5))
-                .success()
-                .then_some(())
-        });
-        assert!(
-            ready.is_some(),
-            "containerd ({}) did not answer `ctr version` in time; log tail:\n{}",
-            version.name(),
-            c.log_tail(40)
-        );
+        c.spawn_daemon();
+        let mut c = c;
         let tar_s = tar.to_string_lossy().into_owned();
         let out = c.ctr_timeout(&["images", "import", &tar_s], secs(120));
         assert!(out.success(), "image import failed:\n{out}");
@@ -239,6 +205,71 @@ impl Containerd {
         );
         c.baseline_mounts = util::host_mounts().into_iter().map(|m| m.line).collect();
         c
+    }
+
+    /// Start containerd on this instance's config (its log appended) and wait until it answers.
+    fn spawn_daemon(&self) {
+        let bin = self.version.bin_dir();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let path = format!(
+            "{}:{}:{}",
+            crt_bin_dir().display(),
+            bin.display(),
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into())
+        );
+        let child = Command::new(bin.join("containerd"))
+            .arg("--config")
+            .arg(self.dir.join("config.toml"))
+            .current_dir(&self.dir) // containerd first looks for the shim relative to its cwd
+            .env("PATH", path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.join("containerd").display()));
+        self.pid.store(child.id(), Ordering::SeqCst);
+        *self.child.lock().unwrap() = Some(child);
+        let version = self.version;
+        let ready = poll(secs(30), || {
+            if !self.containerd_alive() {
+                panic!(
+                    "containerd ({}) exited during start-up; log tail:\n{}",
+                    version.name(),
+                    self.log_tail(40)
+                );
+            }
+            self.ctr_timeout(&["version"], Duration::from_secs(5))
+                .success()
+                .then_some(())
+        });
+        assert!(
+            ready.is_some(),
+            "containerd ({}) did not answer `ctr version` in time; log tail:\n{}",
+            version.name(),
+            self.log_tail(40)
+        );
+    }
+
+    /// SIGKILL containerd (not its shims) and reap it, as a crash would end it.
+    pub fn kill_daemon(&self) {
+        if let Some(mut ch) = self.child.lock().unwrap().take() {
+            let _ = ch.kill();
+            let _ = ch.wait();
+        }
+    }
+
+    /// Start containerd again on the same root, state and sockets, as after a crash or an
+    /// upgrade; it reconnects to the shims it finds.
+    pub fn restart_daemon(&self) {
+        assert!(
+            !self.containerd_alive(),
+            "restart_daemon: containerd still running"
+        );
+        self.spawn_daemon();
     }
 
     /// containerd's gRPC socket.
@@ -272,7 +303,7 @@ impl Containerd {
 
     /// containerd's pid.
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.pid.load(Ordering::SeqCst)
     }
 
     /// Bundle dir containerd makes for container `id`.
@@ -681,7 +712,7 @@ impl Containerd {
         // stop containerd: SIGTERM, then SIGKILL
         if let Some(mut ch) = self.child.lock().unwrap().take() {
             if matches!(ch.try_wait(), Ok(None)) {
-                util::kill(self.pid, "TERM");
+                util::kill(self.pid(), "TERM");
                 let gone = poll(secs(15), || {
                     matches!(ch.try_wait(), Ok(Some(_))).then_some(())
                 });

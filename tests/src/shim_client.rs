@@ -4,15 +4,47 @@
 
 use std::path::Path;
 
-use containerd_shim_protos::api::{CloseIORequest, UpdateTaskRequest, WaitRequest};
+use containerd_shim_protos::api::{
+    CloseIORequest, Empty, UpdateTaskRequest, WaitRequest, WaitResponse,
+};
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
-use containerd_shim_protos::protobuf::MessageField;
-use containerd_shim_protos::TaskClient;
+use containerd_shim_protos::protobuf::{Message, MessageField};
 
-fn client(socket: &Path) -> Result<TaskClient, String> {
+/// One Task method by name, as containerd 2.x (v3) and then 1.6 (v2) name the service: a shim
+/// serving only v2 (runc's with containerd 1.6) answers too.
+fn call<Req: Message, Resp: Message>(
+    socket: &Path,
+    namespace: &str,
+    method: &str,
+    req: &Req,
+) -> Result<Resp, String> {
+    use ttrpc::proto::{Codec, RequestInit};
     let c = ttrpc::Client::connect(&format!("unix://{}", socket.display()))
         .map_err(|e| format!("connect {}: {e}", socket.display()))?;
-    Ok(TaskClient::new(c))
+    let mut last = String::new();
+    for service in ["containerd.task.v3.Task", "containerd.task.v2.Task"] {
+        let ctx = ctx(namespace);
+        let payload = Codec::encode(req).map_err(|e| format!("encode: {e:?}"))?;
+        let mut r = ttrpc::proto::Request::init_request(
+            service.to_string(),
+            method.to_string(),
+            ctx.timeout_nano,
+            ttrpc::context::to_pb(ctx.metadata),
+        );
+        RequestInit::set_payload(&mut r, payload);
+        match c.request(r) {
+            Ok(res) => {
+                let mut out = Resp::new();
+                Codec::merge(&mut out, &res.payload).map_err(|e| format!("decode: {e:?}"))?;
+                return Ok(out);
+            }
+            Err(ttrpc::Error::RpcStatus(st)) if st.code() == ttrpc::Code::UNIMPLEMENTED => {
+                last = format!("{service}: {}", st.message());
+            }
+            Err(e) => return Err(format!("{service}/{method}: {e}")),
+        }
+    }
+    Err(format!("{method}: {last}"))
 }
 
 fn ctx(namespace: &str) -> ttrpc::context::Context {
@@ -25,7 +57,7 @@ fn ctx(namespace: &str) -> ttrpc::context::Context {
 }
 
 /// Task.Update with `resources` (OCI LinuxResources JSON), as CRI's UpdateContainerResources
-/// sends it. The shim answers on the v3 name; containerd 1.6 uses v2, which crt serves too.
+/// sends it.
 pub fn update(
     socket: &Path,
     namespace: &str,
@@ -42,8 +74,7 @@ pub fn update(
         }),
         ..Default::default()
     };
-    client(socket)?
-        .update(ctx(namespace), &req)
+    call::<_, Empty>(socket, namespace, "Update", &req)
         .map(|_| ())
         .map_err(|e| format!("Task.Update {id}: {e}"))
 }
@@ -56,8 +87,7 @@ pub fn close_stdin(socket: &Path, namespace: &str, id: &str, exec_id: &str) -> R
         stdin: true,
         ..Default::default()
     };
-    client(socket)?
-        .close_io(ctx(namespace), &req)
+    call::<_, Empty>(socket, namespace, "CloseIO", &req)
         .map(|_| ())
         .map_err(|e| format!("Task.CloseIO {id}: {e}"))
 }
@@ -68,8 +98,7 @@ pub fn wait(socket: &Path, namespace: &str, id: &str) -> Result<u32, String> {
         id: id.to_string(),
         ..Default::default()
     };
-    client(socket)?
-        .wait(ctx(namespace), &req)
+    call::<_, WaitResponse>(socket, namespace, "Wait", &req)
         .map(|r| r.exit_status)
         .map_err(|e| format!("Task.Wait {id}: {e}"))
 }
