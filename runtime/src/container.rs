@@ -213,6 +213,12 @@ impl Container {
         self.cgroup.oom_kills()
     }
 
+    /// An fd readable after OOM activity in the container (see `cgroups/oom.rs`); `None`
+    /// without a memory controller.
+    pub fn oom_events(&self) -> Result<Option<std::os::fd::OwnedFd>> {
+        Ok(self.cgroup.oom_events()?)
+    }
+
     /// The cgroup's counters now (Task.Stats).
     pub fn stats(&self) -> Result<crate::cgroups::stats::Stats> {
         Ok(self.cgroup.stats()?)

@@ -59,6 +59,12 @@ pub fn run(a: &Args, listener: RawFd) -> Result<(), String> {
         .spawn(move || reap(reaper, chld))
         .map_err(|e| format!("spawn reaper: {e}"))?;
 
+    let watcher = svc.clone();
+    std::thread::Builder::new()
+        .name("oom".into())
+        .spawn(move || watcher.watch_oom())
+        .map_err(|e| format!("spawn OOM watcher: {e}"))?;
+
     let mut server = ttrpc::Server::new()
         .set_thread_count_default(2)
         .set_thread_count_min(1)

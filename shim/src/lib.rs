@@ -7,6 +7,7 @@ mod io;
 mod logger;
 mod logging;
 mod metrics;
+mod oom;
 pub mod protocol;
 mod service;
 

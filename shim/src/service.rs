@@ -24,6 +24,7 @@ use ttrpc::{Code, TtrpcContext};
 
 use crate::events::{now, Publisher};
 use crate::io::{Owner, Stdio};
+use crate::oom::OomWatcher;
 
 fn status(code: Code, msg: impl Into<String>) -> ttrpc::Error {
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, msg.into()))
@@ -85,6 +86,8 @@ struct Proc {
     /// The init's exit, held back until its execs are reaped: containerd must see every exec's
     /// exit before the init's (runc's shim orders them the same way).
     pending_exit: Option<(u32, Timestamp)>,
+    /// This container's entry in the OOM watcher.
+    oom_watch: Option<u64>,
 }
 
 impl Proc {
@@ -135,6 +138,7 @@ pub struct Service {
     shutdown: Mutex<Option<Sender<()>>>,
     /// The shim's -namespace, for requests that carry none.
     namespace: String,
+    oom: Option<OomWatcher>,
 }
 
 impl Service {
@@ -145,6 +149,46 @@ impl Service {
             events,
             shutdown: Mutex::new(Some(shutdown)),
             namespace,
+            oom: OomWatcher::new()
+                .map_err(|e| log::warn!("no live OOM events: epoll: {e}"))
+                .ok(),
+        }
+    }
+
+    /// The OOM watcher's loop (its own thread): TaskOOM as soon as the kernel kills.
+    pub fn watch_oom(&self) {
+        let Some(w) = &self.oom else { return };
+        loop {
+            for id in w.wait() {
+                log::debug!("container {id}: OOM activity");
+                // The kernel signals before its OOM killer picks a victim: give the kill
+                // counter a moment to move (nothing moves it if no process is killed).
+                for _ in 0..50 {
+                    let mut t = self.lock();
+                    let Some(p) = t.procs.get_mut(&id) else { break };
+                    if self.report_oom(&id, p) {
+                        break;
+                    }
+                    drop(t);
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            }
+        }
+    }
+
+    fn watch_oom_of(&self, id: &str, c: &Container) -> Option<u64> {
+        let w = self.oom.as_ref()?;
+        match c.oom_events() {
+            Ok(Some(fd)) => w
+                .add(id, fd)
+                .inspect(|_| log::debug!("container {id}: watching for OOM kills"))
+                .map_err(|e| log::warn!("container {id}: no live OOM events: {e}"))
+                .ok(),
+            Ok(None) => None,
+            Err(e) => {
+                log::warn!("container {id}: no live OOM events: {e}");
+                None
+            }
         }
     }
 
@@ -200,8 +244,9 @@ impl Service {
 
     /// TaskOOM for kills not reported yet. Called before an exit of the container is
     /// published, so CRI sees OOMKilled (it reads the reason when the exit arrives).
-    fn report_oom(&self, id: &str, p: &mut Proc) {
-        let Some(c) = &p.container else { return };
+    /// True when it reported (or there is nothing left to report on).
+    fn report_oom(&self, id: &str, p: &mut Proc) -> bool {
+        let Some(c) = &p.container else { return true };
         let kills = c.oom_kills();
         if kills > p.oom_reported {
             log::info!(
@@ -210,7 +255,9 @@ impl Service {
             );
             p.oom_reported = kills;
             self.events.oom(id);
+            return true;
         }
+        false
     }
 
     fn init_exited(&self, id: &str, p: &mut Proc, (code, at): (u32, Timestamp)) {
@@ -402,6 +449,7 @@ impl Task for Service {
             false,
         );
         let paths = [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()];
+        let oom_watch = self.watch_oom_of(&id, &container);
         let mut p = Proc {
             container: Some(container),
             bundle: req.bundle.clone(),
@@ -409,6 +457,7 @@ impl Task for Service {
             execs: HashMap::new(),
             oom_reported: 0,
             pending_exit: None,
+            oom_watch,
         };
         if let Some(e) = exit {
             self.init_exited(&id, &mut p, e);
@@ -610,6 +659,9 @@ impl Task for Service {
             return Err(not_found(&req.id));
         };
         drop(t);
+        if let (Some(w), Some(token)) = (&self.oom, p.oom_watch.take()) {
+            w.remove(token);
+        }
         p.init.io.wait_output(OUTPUT_DRAIN);
         p.init.io.stop_logger();
         if let Some(c) = p.container.take() {

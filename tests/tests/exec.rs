@@ -2,13 +2,15 @@
 //! init, errors, many execs at once, and execs ended by the init's death.
 
 use crt_e2e::cmd::Background;
+use crt_e2e::tty::TtyCommand;
 use crt_e2e::{assert_no_leaks, secs, Containerd};
 
 crt_e2e::scenarios!(
     exec_basic,
     exec_errors,
     exec_concurrent_20,
-    exec_dies_with_init
+    exec_dies_with_init,
+    exec_leaves_no_shim_fds
 );
 
 fn exec(c: &Containerd, id: &str, exec_id: &str, args: &[&str]) -> crt_e2e::cmd::Output {
@@ -137,5 +139,64 @@ fn exec_dies_with_init(c: &Containerd) {
     c.wait_task_status(&id, "STOPPED");
     c.ctr(&["task", "delete", &id]).assert_ok();
     c.ctr(&["containers", "rm", &id]).assert_ok();
+    assert_no_leaks(c, &[&id]);
+}
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// A long-lived shim keeps no fd (fifo, pty, socket, pipe) of an exec once it is deleted, with
+/// or without a terminal, and after a failed exec.
+fn exec_leaves_no_shim_fds(c: &Containerd) {
+    let id = c.new_id("execfds");
+    let pid = c.run_detached(&[], &id, &["sleep", "1000"]);
+    let shim = c.shim_pid_for(&id, pid).expect("shim of the container");
+    // One round first: threads and connections the shim keeps for good exist after it.
+    let round = |n: usize| {
+        for k in 0..3 {
+            let out = exec(
+                c,
+                &id,
+                &format!("p{n}-{k}"),
+                &["sh", "-c", "echo hi; echo err >&2"],
+            );
+            assert!(out.success(), "{out}");
+        }
+        let t = TtyCommand::spawn(
+            c.ctr_command(&[
+                "task",
+                "exec",
+                "-t",
+                "--exec-id",
+                &format!("t{n}"),
+                &id,
+                "tty",
+            ]),
+            24,
+            80,
+        );
+        let (status, out) = t.wait(secs(60));
+        assert_eq!(status.and_then(|s| s.code()), Some(0), "{out}");
+        let bad = exec(c, &id, &format!("bad{n}"), &["nosuchbinary"]);
+        assert!(!bad.success());
+    };
+    round(0);
+    let before = fd_count(shim);
+    for n in 1..=3 {
+        round(n);
+    }
+    let after = crt_e2e::poll(secs(10), || {
+        let now = fd_count(shim);
+        (now <= before).then_some(now)
+    });
+    assert!(
+        after.is_some(),
+        "shim {shim} holds {} fds after 12 more execs, {before} before",
+        fd_count(shim)
+    );
+    c.kill_and_remove(&id);
     assert_no_leaks(c, &[&id]);
 }

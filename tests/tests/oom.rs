@@ -1,25 +1,33 @@
 //! A container that allocates past its memory limit is killed by the kernel's OOM killer:
 //! containerd hears /tasks/oom before /tasks/exit (CRI reads OOMKilled off that order), and the
-//! exit status is 137.
+//! exit status is 137. A process killed while the container runs on is reported at once.
 
 use crt_e2e::cmd::Background;
 use crt_e2e::{assert_no_leaks, secs, Containerd};
 
-crt_e2e::scenarios!(oom_before_exit);
+crt_e2e::scenarios!(oom_before_exit, oom_of_a_child_while_running);
 
-fn oom_before_exit(c: &Containerd) {
+fn has(l: &str, id: &str, topic: &str) -> bool {
+    l.contains(topic) && l.contains(&format!("\"{id}\""))
+}
+
+/// `ctr events`, once it listens: it subscribes asynchronously, so a first container's events
+/// prove it. Returns the stream and the probe's id.
+fn listen(c: &Containerd) -> (Background, String) {
     let mut events = Background::spawn(c.ctr_command(&["events"]));
-    // `ctr events` subscribes asynchronously: a first container's events prove it is listening.
     let probe = c.new_id("oomprobe");
     let out = c.run(&probe, &["true"]);
     assert!(out.success(), "probe run failed:\n{out}");
-    let has =
-        |l: &str, id: &str, topic: &str| l.contains(topic) && l.contains(&format!("\"{id}\""));
     events.wait_until(
         "probe's /tasks/delete",
         |l| has(l, &probe, "/tasks/delete"),
         secs(30),
     );
+    (events, probe)
+}
+
+fn oom_before_exit(c: &Containerd) {
+    let (mut events, probe) = listen(c);
 
     let id = c.new_id("oom");
     // A doubling string: the shell's memory grows until the 32 MiB limit kills it.
@@ -42,6 +50,35 @@ fn oom_before_exit(c: &Containerd) {
         oom < exit,
         "/tasks/oom must come before /tasks/exit:\n{mine:#?}"
     );
+    drop(events);
+    assert_no_leaks(c, &[&probe, &id]);
+}
+
+/// A child of the init is OOM-killed and the container runs on: /tasks/oom arrives while the
+/// task is RUNNING, with no exit of the task.
+fn oom_of_a_child_while_running(c: &Containerd) {
+    let (mut events, probe) = listen(c);
+    let id = c.new_id("oomchild");
+    c.run_detached(
+        &["--memory-limit", "33554432"],
+        &id,
+        &[
+            "sh",
+            "-c",
+            "sh -c 'x=0123456789abcdef; while true; do x=$x$x; done'; exec sleep 1000",
+        ],
+    );
+    let seen = events.wait_until("/tasks/oom", |l| has(l, &id, "/tasks/oom"), secs(60));
+    assert!(
+        !seen.iter().any(|l| has(l, &id, "/tasks/exit")),
+        "no exit of the task before its OOM event:\n{seen:#?}"
+    );
+    assert_eq!(
+        c.task(&id).map(|t| t.status),
+        Some("RUNNING".to_string()),
+        "the container runs on after its child was killed"
+    );
+    c.kill_and_remove(&id);
     drop(events);
     assert_no_leaks(c, &[&probe, &id]);
 }

@@ -31,6 +31,7 @@ mod devices_bpf;
 mod freezer;
 mod fs;
 mod host;
+mod oom;
 mod path;
 pub mod stats;
 pub mod v1;
