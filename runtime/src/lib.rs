@@ -9,6 +9,7 @@ pub mod container;
 pub mod error;
 pub mod features;
 pub mod init;
+pub mod lsm;
 pub mod mountopts;
 pub mod rootfs_mount;
 pub mod spawn;

@@ -66,6 +66,9 @@ pub struct ProcessPlan {
     pub terminal: bool,
     /// process.consoleSize as (height, width), set on the pty before the process runs.
     pub console_size: Option<(u16, u16)>,
+    /// Applied on exec; present only where the host runs AppArmor / SELinux (`lsm.rs`).
+    pub apparmor_profile: Option<String>,
+    pub selinux_label: Option<String>,
 }
 
 /// A bind of one cgroup hierarchy's leaf into the container's cgroup mount (filled in by the
@@ -237,7 +240,11 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Loaded> {
         return Err(unsupported("linux.seccomp"));
     }
     if linux.mount_label().as_ref().is_some_and(|m| !m.is_empty()) {
-        return Err(unsupported("linux.mountLabel"));
+        // Labelling every mount (context=) is not done yet; without SELinux it means nothing.
+        if crate::lsm::selinux_enabled() {
+            return Err(unsupported("linux.mountLabel"));
+        }
+        crate::lsm::keep_if(false, "linux.mountLabel", linux.mount_label().as_ref());
     }
     if linux.intel_rdt().is_some() {
         return Err(unsupported("linux.intelRdt"));
@@ -396,12 +403,6 @@ fn plan_process(p: &oci_spec::runtime::Process) -> Result<ProcessPlan> {
     if args.is_empty() || args[0].is_empty() {
         return Err(invalid("process.args must not be empty"));
     }
-    if p.apparmor_profile().as_ref().is_some_and(|s| !s.is_empty()) {
-        return Err(unsupported("process.apparmorProfile"));
-    }
-    if p.selinux_label().as_ref().is_some_and(|s| !s.is_empty()) {
-        return Err(unsupported("process.selinuxLabel"));
-    }
     if p.scheduler().is_some() {
         return Err(unsupported("process.scheduler"));
     }
@@ -465,6 +466,16 @@ fn plan_process(p: &oci_spec::runtime::Process) -> Result<ProcessPlan> {
             .console_size()
             .as_ref()
             .map(|b| (clamp_u16(b.height()), clamp_u16(b.width()))),
+        apparmor_profile: crate::lsm::keep_if(
+            crate::lsm::apparmor_enabled(),
+            "process.apparmorProfile",
+            p.apparmor_profile().as_ref(),
+        ),
+        selinux_label: crate::lsm::keep_if(
+            crate::lsm::selinux_enabled(),
+            "process.selinuxLabel",
+            p.selinux_label().as_ref(),
+        ),
     })
 }
 
@@ -544,6 +555,23 @@ mod tests {
         .unwrap();
         assert!(t.plan.process.terminal);
         assert_eq!(t.plan.process.console_size, Some((40, 120)));
+    }
+
+    #[test]
+    fn lsm_labels_are_kept_only_where_the_host_runs_the_module() {
+        let l = with(|v| {
+            v["process"]["apparmorProfile"] = "crt-test".into();
+            v["process"]["selinuxLabel"] = "system_u:system_r:container_t:s0".into();
+        })
+        .unwrap();
+        assert_eq!(
+            l.plan.process.apparmor_profile.is_some(),
+            crate::lsm::apparmor_enabled()
+        );
+        assert_eq!(
+            l.plan.process.selinux_label.is_some(),
+            crate::lsm::selinux_enabled()
+        );
     }
 
     #[test]

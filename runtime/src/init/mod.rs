@@ -144,6 +144,7 @@ fn finish(ch: &mut Channel, p: &ProcessPlan, is_init: bool) -> Result<(), String
         // Before credentials: binding /dev/console needs CAP_SYS_ADMIN.
         console::setup(ch, p, is_init)?;
     }
+    process::set_lsm_exec_labels(p)?;
     process::set_credentials(p)?;
     if let Err(e) = std::env::set_current_dir(&p.cwd) {
         return Err(format!("chdir to cwd {:?} set in config.json: {e}", p.cwd));

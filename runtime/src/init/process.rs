@@ -265,6 +265,37 @@ pub fn exec(p: &ProcessPlan, prep: &Prepared) -> String {
     format!("exec {}: {}", prep.path.to_string_lossy(), io_text(&err))
 }
 
+/// The AppArmor profile and SELinux label the program runs under, both taking effect at exec
+/// (set only where the host runs the module: see `lsm.rs`).
+pub fn set_lsm_exec_labels(p: &ProcessPlan) -> R<()> {
+    if let Some(profile) = &p.apparmor_profile {
+        let line = format!("exec {profile}");
+        let mut last = String::new();
+        for attr in [
+            "/proc/thread-self/attr/apparmor/exec",
+            "/proc/thread-self/attr/exec",
+        ] {
+            match std::fs::write(attr, &line) {
+                Ok(()) => {
+                    last.clear();
+                    break;
+                }
+                Err(e) => last = format!("{attr}: {e}"),
+            }
+        }
+        if !last.is_empty() {
+            return Err(format!(
+                "apply process.apparmorProfile {profile:?} ({last})"
+            ));
+        }
+    }
+    if let Some(label) = &p.selinux_label {
+        std::fs::write("/proc/thread-self/attr/exec", label)
+            .map_err(|e| format!("apply process.selinuxLabel {label:?}: {e}"))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
