@@ -328,10 +328,12 @@ fn connect_terminal(io: &mut Stdio, console: Option<crt_runtime::Console>) -> tt
     }
 }
 
-fn unimplemented<T>(method: &str) -> ttrpc::Result<T> {
+/// Checkpoint and restore need CRIU, which crt does not drive (and this project's kernels
+/// cannot run): a clear UNIMPLEMENTED, never NOT_FOUND.
+fn no_criu<T>(what: &str) -> ttrpc::Result<T> {
     Err(status(
         Code::UNIMPLEMENTED,
-        format!("crt: {method} is not implemented yet"),
+        format!("crt: {what} is not supported: crt has no CRIU integration"),
     ))
 }
 
@@ -393,10 +395,7 @@ impl Task for Service {
             ));
         }
         if !req.checkpoint.is_empty() {
-            return Err(status(
-                Code::UNIMPLEMENTED,
-                "crt: restore from checkpoint is not supported",
-            ));
+            return no_criu("restore from a checkpoint");
         }
         let bundle = PathBuf::from(&req.bundle);
         let rootfs: Vec<RootfsMount> = req
@@ -817,7 +816,7 @@ impl Task for Service {
         _ctx: &TtrpcContext,
         _r: containerd_shim_protos::api::CheckpointTaskRequest,
     ) -> ttrpc::Result<Empty> {
-        unimplemented("Checkpoint")
+        no_criu("checkpoint")
     }
     fn resize_pty(
         &self,

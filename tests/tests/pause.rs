@@ -1,11 +1,12 @@
 //! `ctr task pause/resume`: the frozen container does not advance, State says PAUSED, exec is
 //! refused while paused, resume lets it go on, and a paused container can still be killed.
+//! Checkpoint (which pauses first) is a clear "not supported" and leaves the task running.
 
 use std::time::Duration;
 
 use crt_e2e::{assert_no_leaks, secs, Containerd};
 
-crt_e2e::scenarios!(pause_resume, kill_paused);
+crt_e2e::scenarios!(pause_resume, kill_paused, checkpoint_unsupported);
 
 const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done";
 
@@ -64,5 +65,26 @@ fn kill_paused(c: &Containerd) {
         "delete reports 137:\n{del}"
     );
     c.ctr(&["containers", "rm", &id]).assert_ok();
+    assert_no_leaks(c, &[&id]);
+}
+
+fn checkpoint_unsupported(c: &Containerd) {
+    let id = c.new_id("ckpt");
+    c.run_detached(&[], &id, &["sh", "-c", COUNTER]);
+    let out = c.ctr(&["task", "checkpoint", &id]);
+    assert!(!out.success(), "checkpoint must fail:\n{out}");
+    assert!(
+        out.stderr.contains("checkpoint is not supported"),
+        "the error must say checkpoint is not supported:\n{out}"
+    );
+    // The client paused the task for the checkpoint and resumes it after the failure.
+    c.wait_task_status(&id, "RUNNING");
+    let before = count(c, &id);
+    settle();
+    assert!(
+        count(c, &id) > before,
+        "the container runs on after the failed checkpoint"
+    );
+    c.kill_and_remove(&id);
     assert_no_leaks(c, &[&id]);
 }
