@@ -1,7 +1,7 @@
 //! Linux security modules as the host has them. A process's AppArmor profile or SELinux label
-//! is applied when the host runs that module; on a host without it the field cannot mean
-//! anything and is dropped with a warning in the shim's log (containerd and nerdctl only set
-//! them where the host supports them).
+//! is applied when the host runs that module; on a host without it the spec asks for a
+//! confinement that cannot be had, which is an error, as under runc (containerd and nerdctl
+//! only set them where the host supports them).
 
 use std::path::Path;
 
@@ -15,14 +15,29 @@ pub fn selinux_enabled() -> bool {
     Path::new("/sys/fs/selinux/enforce").exists()
 }
 
-/// `value` if `enabled`, else `None` and a log line naming the field.
-pub fn keep_if(enabled: bool, field: &str, value: Option<&String>) -> Option<String> {
-    let v = value.filter(|v| !v.is_empty())?;
+/// `value` (if set) when `enabled`; an error naming the field when the host lacks `module`.
+pub fn require(
+    enabled: bool,
+    field: &str,
+    module: &str,
+    value: Option<&String>,
+) -> Result<Option<String>, String> {
+    let Some(v) = value.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
     if enabled {
-        return Some(v.clone());
+        return Ok(Some(v.clone()));
     }
-    log::warn!("{field} {v:?} ignored: the host does not run this security module");
-    None
+    Err(format!(
+        "{field} {v:?} is set but this host does not run {module}"
+    ))
+}
+
+/// A value with no effect without the module (linux.mountLabel): dropped with a log line.
+pub fn ignore_without(enabled: bool, field: &str, value: Option<&String>) {
+    if let Some(v) = value.filter(|v| !v.is_empty() && !enabled) {
+        log::warn!("{field} {v:?} ignored: the host does not run SELinux");
+    }
 }
 
 #[cfg(test)]
@@ -30,14 +45,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kept_only_where_the_module_runs() {
+    fn required_where_set() {
         let v = "cri-containerd.apparmor.d".to_string();
+        let f = "process.apparmorProfile";
+        assert_eq!(require(true, f, "AppArmor", Some(&v)), Ok(Some(v.clone())));
+        let e = require(false, f, "AppArmor", Some(&v)).unwrap_err();
+        assert!(e.contains(f) && e.contains("does not run AppArmor"), "{e}");
         assert_eq!(
-            keep_if(true, "process.apparmorProfile", Some(&v)),
-            Some(v.clone())
+            require(false, f, "AppArmor", Some(&String::new())),
+            Ok(None)
         );
-        assert_eq!(keep_if(false, "process.apparmorProfile", Some(&v)), None);
-        assert_eq!(keep_if(true, "x", Some(&String::new())), None);
-        assert_eq!(keep_if(true, "x", None), None);
+        assert_eq!(require(false, f, "AppArmor", None), Ok(None));
     }
 }

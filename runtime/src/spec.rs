@@ -244,7 +244,7 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Loaded> {
         if crate::lsm::selinux_enabled() {
             return Err(unsupported("linux.mountLabel"));
         }
-        crate::lsm::keep_if(false, "linux.mountLabel", linux.mount_label().as_ref());
+        crate::lsm::ignore_without(false, "linux.mountLabel", linux.mount_label().as_ref());
     }
     if linux.intel_rdt().is_some() {
         return Err(unsupported("linux.intelRdt"));
@@ -466,16 +466,20 @@ fn plan_process(p: &oci_spec::runtime::Process) -> Result<ProcessPlan> {
             .console_size()
             .as_ref()
             .map(|b| (clamp_u16(b.height()), clamp_u16(b.width()))),
-        apparmor_profile: crate::lsm::keep_if(
+        apparmor_profile: crate::lsm::require(
             crate::lsm::apparmor_enabled(),
             "process.apparmorProfile",
+            "AppArmor",
             p.apparmor_profile().as_ref(),
-        ),
-        selinux_label: crate::lsm::keep_if(
+        )
+        .map_err(invalid)?,
+        selinux_label: crate::lsm::require(
             crate::lsm::selinux_enabled(),
             "process.selinuxLabel",
+            "SELinux",
             p.selinux_label().as_ref(),
-        ),
+        )
+        .map_err(invalid)?,
     })
 }
 
@@ -558,20 +562,17 @@ mod tests {
     }
 
     #[test]
-    fn lsm_labels_are_kept_only_where_the_host_runs_the_module() {
-        let l = with(|v| {
-            v["process"]["apparmorProfile"] = "crt-test".into();
-            v["process"]["selinuxLabel"] = "system_u:system_r:container_t:s0".into();
-        })
-        .unwrap();
-        assert_eq!(
-            l.plan.process.apparmor_profile.is_some(),
-            crate::lsm::apparmor_enabled()
-        );
-        assert_eq!(
-            l.plan.process.selinux_label.is_some(),
-            crate::lsm::selinux_enabled()
-        );
+    fn lsm_labels_need_the_module_on_the_host() {
+        let aa = with(|v| v["process"]["apparmorProfile"] = "crt-test".into());
+        assert_eq!(aa.is_ok(), crate::lsm::apparmor_enabled());
+        if let Err(e) = aa {
+            assert!(e.to_string().contains("process.apparmorProfile"), "{e}");
+        }
+        let se = with(|v| v["process"]["selinuxLabel"] = "system_u:system_r:container_t:s0".into());
+        assert_eq!(se.is_ok(), crate::lsm::selinux_enabled());
+        let ml =
+            with(|v| v["linux"]["mountLabel"] = "system_u:object_r:container_file_t:s0".into());
+        assert_eq!(ml.is_ok(), !crate::lsm::selinux_enabled());
     }
 
     #[test]

@@ -183,5 +183,21 @@ fn bad_config(c: &Containerd) {
         !left.contains(&id) && !left.contains(&id2),
         "ctr run --rm left containers after failed creates: {left:?}"
     );
-    assert_no_leaks(c, &[&id, &id2]);
+    // An AppArmor profile on a host without AppArmor: confinement that cannot be had is an
+    // error (as under runc), never a silently unconfined container.
+    let apparmor = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|s| s.starts_with('Y'));
+    let id3 = c.new_id("apparmor");
+    if !apparmor {
+        let mut spec3 = c.config_spec(&id3, &["true"]);
+        spec3["process"]["apparmorProfile"] = "crt-test-profile".into();
+        let out3 = c.run_config(&id3, &spec3);
+        assert!(!out3.success(), "an unavailable AppArmor profile must fail:\n{out3}");
+        assert!(
+            out3.stderr.contains("process.apparmorProfile")
+                && out3.stderr.contains("does not run AppArmor"),
+            "the error should name the field and the missing module:\n{out3}"
+        );
+    }
+    assert_no_leaks(c, &[&id, &id2, &id3]);
 }
