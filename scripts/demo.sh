@@ -27,7 +27,7 @@ log() { echo "[demo] $*" >&2; }
 # ---- packages -------------------------------------------------------------------------------------
 if [ "${SKIP_APT:-0}" != 1 ] && command -v apt-get >/dev/null; then
   need=()
-  for p in containerd runc busybox-static python3 make gcc; do
+  for p in containerd runc busybox-static python3 make gcc pkg-config libseccomp-dev; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need+=("$p")
   done
   if [ ${#need[@]} -gt 0 ]; then

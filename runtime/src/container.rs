@@ -38,6 +38,7 @@ pub struct Container {
     channel: Option<Channel>,
     rootfs_mount: Option<PathBuf>,
     console: Option<Console>,
+    seccomp: Option<crate::seccomp::SeccompProgram>,
 }
 
 impl Container {
@@ -116,6 +117,7 @@ impl Container {
                 channel: Some(ch),
                 rootfs_mount: undo.rootfs.take(),
                 console,
+                seccomp: loaded.plan.process.seccomp.clone(),
             }),
             Err(e) => {
                 undo.run(opts.bundle);
@@ -142,10 +144,11 @@ impl Container {
     /// cgroup, is set up as `process` says, and waits for [`Exec::start`].
     pub fn exec(
         &self,
-        process: ProcessPlan,
+        mut process: ProcessPlan,
         stdio: [BorrowedFd<'_>; 3],
         log: &dyn Fn(&str),
     ) -> Result<Exec> {
+        process.seccomp = self.seccomp.clone();
         let plan = ExecPlan {
             init_pid: self.pid,
             namespaces: self.namespaces.clone(),

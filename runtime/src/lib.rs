@@ -12,6 +12,7 @@ pub mod init;
 pub mod lsm;
 pub mod mountopts;
 pub mod rootfs_mount;
+pub mod seccomp;
 pub mod spawn;
 pub mod spec;
 pub mod state;

@@ -69,6 +69,8 @@ pub struct ProcessPlan {
     /// Applied on exec; present only where the host runs AppArmor / SELinux (`lsm.rs`).
     pub apparmor_profile: Option<String>,
     pub selinux_label: Option<String>,
+    /// The container's linux.seccomp, compiled; execs get the container's too (as under runc).
+    pub seccomp: Option<crate::seccomp::SeccompProgram>,
 }
 
 /// A bind of one cgroup hierarchy's leaf into the container's cgroup mount (filled in by the
@@ -236,9 +238,6 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Loaded> {
     if linux.sysctl().as_ref().is_some_and(|m| !m.is_empty()) {
         return Err(unsupported("linux.sysctl"));
     }
-    if linux.seccomp().is_some() {
-        return Err(unsupported("linux.seccomp"));
-    }
     if linux.mount_label().as_ref().is_some_and(|m| !m.is_empty()) {
         // Labelling every mount (context=) is not done yet; without SELinux it means nothing.
         if crate::lsm::selinux_enabled() {
@@ -353,7 +352,12 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Loaded> {
         });
     }
 
-    let process = process_plan(spec)?;
+    let mut process = process_plan(spec)?;
+    process.seccomp = linux
+        .seccomp()
+        .as_ref()
+        .map(crate::seccomp::compile)
+        .transpose()?;
     let cgroups_path = linux
         .cgroups_path()
         .as_ref()
@@ -480,6 +484,7 @@ fn plan_process(p: &oci_spec::runtime::Process) -> Result<ProcessPlan> {
             p.selinux_label().as_ref(),
         )
         .map_err(invalid)?,
+        seccomp: None,
     })
 }
 
@@ -577,9 +582,11 @@ mod tests {
 
     #[test]
     fn refuses_what_it_cannot_honour() {
-        let e =
-            with(|v| v["linux"]["seccomp"] = serde_json::json!({"defaultAction":"SCMP_ACT_ALLOW"}));
-        assert!(e.unwrap_err().to_string().contains("linux.seccomp"));
+        let e = with(|v| {
+            v["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]})
+        });
+        assert!(e.unwrap_err().to_string().contains("SCMP_ACT_NOTIFY"));
         let e = with(|v| v["linux"]["namespaces"][0]["type"] = "user".into());
         assert!(e.unwrap_err().to_string().contains("user"));
     }

@@ -192,7 +192,10 @@ fn bad_config(c: &Containerd) {
         let mut spec3 = c.config_spec(&id3, &["true"]);
         spec3["process"]["apparmorProfile"] = "crt-test-profile".into();
         let out3 = c.run_config(&id3, &spec3);
-        assert!(!out3.success(), "an unavailable AppArmor profile must fail:\n{out3}");
+        assert!(
+            !out3.success(),
+            "an unavailable AppArmor profile must fail:\n{out3}"
+        );
         assert!(
             out3.stderr.contains("process.apparmorProfile")
                 && out3.stderr.contains("does not run AppArmor"),

@@ -145,6 +145,13 @@ fn finish(ch: &mut Channel, p: &ProcessPlan, is_init: bool) -> Result<(), String
         console::setup(ch, p, is_init)?;
     }
     process::set_lsm_exec_labels(p)?;
+    if !p.no_new_privileges {
+        // Without no_new_privs loading seccomp takes CAP_SYS_ADMIN: before credentials drop it.
+        // (With it, process::exec loads the filter right before execve.)
+        if let Some(sc) = &p.seccomp {
+            process::load_seccomp(sc)?;
+        }
+    }
     process::set_credentials(p)?;
     if let Err(e) = std::env::set_current_dir(&p.cwd) {
         return Err(format!("chdir to cwd {:?} set in config.json: {e}", p.cwd));

@@ -5,6 +5,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::caps::CapSets;
+use crate::seccomp::SeccompProgram;
 use crate::spec::{ProcessPlan, DEFAULT_PATH};
 
 type R<T> = std::result::Result<T, String>;
@@ -259,10 +260,52 @@ pub fn exec(p: &ProcessPlan, prep: &Prepared) -> String {
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = prep.envp.iter().map(|a| a.as_ptr()).collect();
     envp.push(std::ptr::null());
+    if p.no_new_privileges {
+        // With no_new_privs seccomp needs no privilege: load it last, so the filter sees no
+        // syscall of ours but execve.
+        if let Some(sc) = &p.seccomp {
+            if let Err(e) = load_seccomp(sc) {
+                return e;
+            }
+        }
+    }
     // SAFETY: NUL-terminated arrays of valid C strings.
     unsafe { libc::execve(prep.path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
     let err = std::io::Error::last_os_error();
     format!("exec {}: {}", prep.path.to_string_lossy(), io_text(&err))
+}
+
+/// Load the container's seccomp filter into this process.
+pub fn load_seccomp(sc: &SeccompProgram) -> R<()> {
+    let filter: Vec<libc::sock_filter> = sc
+        .bpf
+        .chunks_exact(8)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect();
+    let len = u16::try_from(filter.len())
+        .map_err(|_| format!("seccomp filter of {} instructions", filter.len()))?;
+    let prog = libc::sock_fprog {
+        len,
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: seccomp(SECCOMP_SET_MODE_FILTER) with a valid program that outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            sc.flags,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if rc < 0 {
+        return Err(errno("load the linux.seccomp filter"));
+    }
+    Ok(())
 }
 
 /// The AppArmor profile and SELinux label the program runs under, both taking effect at exec
