@@ -6,6 +6,8 @@
 //!    |                                       |  namespaces, rootfs, pivot_root, credentials
 //!    | <-- Log* ---------------------------- |  (things worth a line in the shim's log)
 //!    | <-- Pid ----------------------------- |  (only after a fork into a joined pid ns)
+//!    | <-- Hooks ---------------------------- |  (before pivot_root, when there are
+//!    | --- Continue ------------------------> |   prestart/createRuntime hooks to run)
 //!    | <-- Console + pty master fd --------- |  (only for process.terminal)
 //!    | <-- Ready | Error ------------------- |  Create returns here
 //!    | --- Start ---------------------------> |  (Start)
@@ -34,6 +36,9 @@ pub enum Msg {
     Pid(i32),
     /// The pty master of a process.terminal process rides with this frame.
     Console,
+    /// The helper waits before pivot_root while the runtime runs prestart/createRuntime hooks.
+    Hooks,
+    Continue,
     Ready,
     Start,
     Error(String),

@@ -12,6 +12,7 @@ use crate::cgroups::{Manager, MountSource};
 use crate::channel::{Channel, Msg};
 use crate::console::Console;
 use crate::error::{io, Result, RuntimeError};
+use crate::hooks::{self, Hook, StateBase};
 use crate::rootfs_mount::{self, RootfsMount};
 use crate::spawn::spawn_init;
 use crate::spec::{self, CgroupBind, ExecPlan, ProcessPlan};
@@ -39,6 +40,9 @@ pub struct Container {
     rootfs_mount: Option<PathBuf>,
     console: Option<Console>,
     seccomp: Option<crate::seccomp::SeccompProgram>,
+    poststart: Vec<Hook>,
+    poststop: Vec<Hook>,
+    hook_state: StateBase,
 }
 
 impl Container {
@@ -47,11 +51,20 @@ impl Container {
     /// state file removed) and the first real cause is returned.
     pub fn create(opts: CreateOpts<'_>) -> Result<Container> {
         let mut loaded = spec::load(opts.bundle)?;
+        loaded.plan.hook_state.id = opts.id.to_string();
         let mut st = State {
             id: opts.id.to_string(),
+            poststop: loaded.hooks.poststop.clone(),
+            hook_state: loaded.plan.hook_state.clone(),
             ..Default::default()
         };
         let mut undo = Undo::default();
+        if !loaded.hooks.poststop.is_empty() {
+            undo.poststop = Some((
+                loaded.hooks.poststop.clone(),
+                loaded.plan.hook_state.clone(),
+            ));
+        }
         let res = (|| {
             if !opts.rootfs.is_empty() {
                 let target = opts.bundle.join("rootfs");
@@ -97,6 +110,14 @@ impl Container {
                 st.pid_start = state::pid_start(pid).unwrap_or(0);
                 state::save(opts.bundle, &st)
             };
+            let (prestart, create_runtime) = (&loaded.hooks.prestart, &loaded.hooks.create_runtime);
+            let state_base = &loaded.plan.hook_state;
+            let mut runtime_hooks = |pid: i32| -> Result<()> {
+                let state = state_base.json("creating", pid);
+                hooks::run_all("prestart", prestart, &state)
+                    .and_then(|()| hooks::run_all("createRuntime", create_runtime, &state))
+                    .map_err(RuntimeError::Init)
+            };
             let (pid, ch, console) = spawn_handshake(
                 flags,
                 &cg,
@@ -104,6 +125,7 @@ impl Container {
                 Msg::Plan(Box::new(loaded.plan.clone())),
                 opts.log,
                 &mut record_pid,
+                &mut runtime_hooks,
             )?;
             Ok((pid, cg, ch, console))
         })();
@@ -118,6 +140,9 @@ impl Container {
                 rootfs_mount: undo.rootfs.take(),
                 console,
                 seccomp: loaded.plan.process.seccomp.clone(),
+                poststart: loaded.hooks.poststart.clone(),
+                poststop: loaded.hooks.poststop.clone(),
+                hook_state: loaded.plan.hook_state.clone(),
             }),
             Err(e) => {
                 undo.run(opts.bundle);
@@ -135,9 +160,15 @@ impl Container {
         self.console.take()
     }
 
-    /// Release the init to exec the user's program; returns once exec succeeded or failed.
+    /// Release the init to exec the user's program; returns once exec succeeded or failed,
+    /// and the poststart hooks ran (their failures are logged only, as the spec says).
     pub fn start(&mut self) -> Result<()> {
-        release(&mut self.channel)
+        release(&mut self.channel)?;
+        if !self.poststart.is_empty() {
+            let state = self.hook_state.json("running", self.pid);
+            hooks::run_logged("poststart", &self.poststart, &state);
+        }
+        Ok(())
     }
 
     /// Prepare an extra process in the running container: it joins the init's namespaces and
@@ -166,6 +197,7 @@ impl Container {
             Msg::Exec(Box::new(plan)),
             log,
             &mut note,
+            &mut |_| Err(RuntimeError::Init("an exec asked for hooks".into())),
         );
         match res {
             Ok((pid, channel, console)) => Ok(Exec {
@@ -249,6 +281,10 @@ impl Container {
             rootfs_mount::unmount(r)?;
         }
         state::remove(&self.bundle);
+        if !self.poststop.is_empty() {
+            let state = self.hook_state.json("stopped", self.pid);
+            hooks::run_logged("poststop", &self.poststop, &state);
+        }
         Ok(())
     }
 }
@@ -264,6 +300,7 @@ fn spawn_handshake(
     plan: Msg,
     log: &dyn Fn(&str),
     on_pid: &mut dyn FnMut(i32) -> Result<()>,
+    on_hooks: &mut dyn FnMut(i32) -> Result<()>,
 ) -> Result<(i32, Channel, Option<Console>)> {
     let (ours, theirs) = UnixStream::pair().map_err(io("socketpair"))?;
     let cg_fd = cgroup.dir_fd()?;
@@ -290,6 +327,13 @@ fn spawn_handshake(
                     .take_fd()
                     .ok_or_else(|| RuntimeError::Init("pty master missing from init".into()))?;
                 console = Some(Console::new(fd));
+            }
+            Some(Msg::Hooks) => {
+                if let Err(e) = on_hooks(pid) {
+                    let _ = ch.send(&Msg::Error(e.to_string()));
+                    return Err(e);
+                }
+                ch.send(&Msg::Continue).map_err(lost)?;
             }
             Some(Msg::Pid(p)) => {
                 pid = p;
@@ -351,6 +395,9 @@ struct Undo {
     pid: Option<i32>,
     cgroup: Option<Manager>,
     rootfs: Option<PathBuf>,
+    /// A failed create still runs poststop: createRuntime hooks may have set things up
+    /// (networking) that only poststop takes down (runc does the same).
+    poststop: Option<(Vec<Hook>, StateBase)>,
 }
 
 impl Undo {
@@ -370,6 +417,13 @@ impl Undo {
             }
         }
         state::remove(bundle);
+        if let Some((list, base)) = &self.poststop {
+            hooks::run_logged(
+                "poststop",
+                list,
+                &base.json("stopped", self.pid.unwrap_or(0)),
+            );
+        }
     }
 }
 
@@ -391,5 +445,12 @@ pub fn cleanup(bundle: &Path) -> Result<(i32, Option<i32>)> {
         rootfs_mount::unmount(r)?;
     }
     state::remove(bundle);
+    if !st.poststop.is_empty() {
+        hooks::run_logged(
+            "poststop",
+            &st.poststop,
+            &st.hook_state.json("stopped", st.pid),
+        );
+    }
     Ok((st.pid, st.exit_status))
 }

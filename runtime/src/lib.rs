@@ -8,6 +8,7 @@ pub mod console;
 pub mod container;
 pub mod error;
 pub mod features;
+pub mod hooks;
 pub mod init;
 pub mod lsm;
 pub mod mountopts;

@@ -7,7 +7,7 @@
 
 use std::ffi::CString;
 use std::io::Read;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -254,7 +254,36 @@ unsafe fn exec_program(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsFd;
+
+    #[test]
+    fn run_program_feeds_stdin_collects_output_status_and_times_out() {
+        let sh = Path::new("/bin/sh");
+        let argv = |s: &str| vec!["sh".to_string(), "-c".to_string(), s.to_string()];
+        let r = run_program(
+            sh,
+            &argv("cat; echo err >&2; echo \"$X\"; exit 3"),
+            &["X=only".to_string()],
+            b"state-json ",
+            Some(std::time::Duration::from_secs(10)),
+        )
+        .unwrap();
+        assert_eq!(r.status, Some(3));
+        assert_eq!(String::from_utf8_lossy(&r.stdout), "state-json only\n");
+        assert_eq!(String::from_utf8_lossy(&r.stderr), "err\n");
+        let t = std::time::Instant::now();
+        let r = run_program(
+            sh,
+            &argv("sleep 30"),
+            &[],
+            b"",
+            Some(std::time::Duration::from_millis(300)),
+        )
+        .unwrap();
+        assert_eq!(r.status, None, "timed out");
+        assert!(t.elapsed() < std::time::Duration::from_secs(10));
+        let e = run_program(Path::new("/nonexistent/hook"), &[], &[], b"", None).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/hook"), "{e}");
+    }
 
     #[test]
     fn spawn_program_places_fds_and_env_and_reports_exec_errors() {
@@ -287,4 +316,264 @@ mod tests {
             "{err}"
         );
     }
+}
+
+/// What a program run by [`run_program`] left.
+#[derive(Debug)]
+pub struct ProgramOutput {
+    /// Its exit code (128+signal when killed); `None` when it outlived its timeout and was killed.
+    pub status: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// Keep at most this much of a program's stdout and stderr.
+const OUTPUT_CAP: usize = 64 * 1024;
+
+/// Run a host program to completion (a hook): `stdin` on its stdin, exactly `env`, `argv` as its
+/// argv (`[path]` when empty). The shim has one reaper that reaps every child, so this never
+/// waits for the program itself: a forked intermediary (async-signal-safe code only) starts it,
+/// waits for it and writes its pid and wait status to a pipe. The intermediary is the one the
+/// shim's reaper collects.
+pub fn run_program(
+    path: &Path,
+    argv: &[String],
+    env: &[String],
+    stdin: &[u8],
+    timeout: Option<std::time::Duration>,
+) -> Result<ProgramOutput> {
+    let bad = |what: &str| RuntimeError::Init(format!("{what} of {} contains NUL", path.display()));
+    let sys = |op: &'static str| {
+        move |source: nix::Error| RuntimeError::Sys {
+            op,
+            path: path.display().to_string(),
+            source,
+        }
+    };
+    let cpath = CString::new(path.as_os_str().as_bytes()).map_err(|_| bad("path"))?;
+    if unsafe { libc::access(cpath.as_ptr(), libc::X_OK) } != 0 {
+        return Err(RuntimeError::Sys {
+            op: "exec",
+            path: path.display().to_string(),
+            source: nix::Error::last(),
+        });
+    }
+    let cargs: Vec<CString> = if argv.is_empty() {
+        vec![cpath.clone()]
+    } else {
+        argv.iter()
+            .map(|a| CString::new(a.as_bytes()).map_err(|_| bad("args")))
+            .collect::<Result<_>>()?
+    };
+    let cenv: Vec<CString> = env
+        .iter()
+        .map(|e| CString::new(e.as_bytes()).map_err(|_| bad("env")))
+        .collect::<Result<_>>()?;
+    let mut argp: Vec<*const libc::c_char> = cargs.iter().map(|a| a.as_ptr()).collect();
+    argp.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = cenv.iter().map(|a| a.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"));
+    let (in_r, in_w) = pipe()?;
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (st_r, st_w) = pipe()?;
+    let fds = [
+        in_r.as_raw_fd(),
+        out_w.as_raw_fd(),
+        err_w.as_raw_fd(),
+        st_w.as_raw_fd(),
+    ];
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    // SAFETY: fork-like clone3; the child runs only `intermediary`, raw syscalls on memory
+    // prepared above, and never returns.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if ret == 0 {
+        unsafe { intermediary(&fds, cpath.as_ptr(), argp.as_ptr(), envp.as_ptr()) }
+    }
+    if ret < 0 {
+        return Err(sys("clone3")(nix::Error::last()));
+    }
+    drop((in_r, out_w, err_w, st_w));
+    let mut feed = std::fs::File::from(in_w);
+    let data = stdin.to_vec();
+    // A hook that never reads stdin must not block us: the state goes in from a thread.
+    let feeder = std::thread::spawn(move || {
+        let _ = std::io::Write::write_all(&mut feed, &data);
+    });
+    let out = collect(out_r, err_r, st_r, timeout);
+    let _ = feeder.join();
+    Ok(out)
+}
+
+/// Read stdout, stderr and the intermediary's report until the program ended (or its timeout,
+/// then kill it and wait for the report of its death).
+fn collect(
+    out_r: OwnedFd,
+    err_r: OwnedFd,
+    st_r: OwnedFd,
+    timeout: Option<std::time::Duration>,
+) -> ProgramOutput {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    let (mut stdout, mut stderr, mut report) = (Vec::new(), Vec::new(), Vec::new());
+    let mut open = [true, true, true];
+    let mut timed_out = false;
+    let mut buf = [0u8; 8192];
+    while open[2] {
+        let wait = match deadline {
+            Some(d) if !timed_out => {
+                let left = d.saturating_duration_since(std::time::Instant::now());
+                PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
+                    .unwrap_or(PollTimeout::MAX)
+            }
+            _ => PollTimeout::NONE,
+        };
+        let fds_all = [&out_r, &err_r, &st_r];
+        let mut pfds: Vec<PollFd> = fds_all
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| open[*i])
+            .map(|(_, f)| PollFd::new(f.as_fd(), PollFlags::POLLIN))
+            .collect();
+        let which: Vec<usize> = (0..3).filter(|i| open[*i]).collect();
+        match poll(&mut pfds, wait) {
+            Ok(0) => {
+                // The timeout: the intermediary has not reaped the program, so its pid (the
+                // report's first 4 bytes) cannot have been reused.
+                timed_out = true;
+                if report.len() >= 4 {
+                    let pid = i32::from_ne_bytes([report[0], report[1], report[2], report[3]]);
+                    // SAFETY: plain kill of a pid our intermediary still holds.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+                continue;
+            }
+            Ok(_) => {}
+            Err(nix::Error::EINTR) => continue,
+            Err(_) => break,
+        }
+        for (k, p) in pfds.iter().enumerate() {
+            if !p.any().unwrap_or(false) {
+                continue;
+            }
+            let i = which[k];
+            let n = nix::unistd::read(fds_all[i], &mut buf).unwrap_or(0);
+            if n == 0 {
+                open[i] = false;
+                continue;
+            }
+            let sink = match i {
+                0 => &mut stdout,
+                1 => &mut stderr,
+                _ => &mut report,
+            };
+            if sink.len() < OUTPUT_CAP {
+                sink.extend_from_slice(&buf[..n]);
+            }
+        }
+    }
+    // What the program wrote before it ended is in the pipes; whatever it left running may
+    // hold them open, so take only what is there.
+    for (i, f) in [&out_r, &err_r].into_iter().enumerate() {
+        if !open[i] {
+            continue;
+        }
+        let _ = nix::fcntl::fcntl(
+            f,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        );
+        loop {
+            match nix::unistd::read(f, &mut buf) {
+                Ok(n) if n > 0 => {
+                    let sink = if i == 0 { &mut stdout } else { &mut stderr };
+                    if sink.len() < OUTPUT_CAP {
+                        sink.extend_from_slice(&buf[..n]);
+                    }
+                }
+                _ => break,
+            }
+        }
+    }
+    let status = if report.len() >= 8 && !timed_out {
+        let ws = i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
+        Some(if libc::WIFEXITED(ws) {
+            libc::WEXITSTATUS(ws)
+        } else {
+            128 + libc::WTERMSIG(ws)
+        })
+    } else if report.len() >= 8 {
+        None
+    } else {
+        Some(127)
+    };
+    ProgramOutput {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// The forked intermediary of [`run_program`]: async-signal-safe calls only. fds: the program's
+/// stdin, stdout, stderr, then the report pipe.
+unsafe fn intermediary(
+    fds: &[RawFd; 4],
+    exe: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+) -> ! {
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    let pid = libc::syscall(
+        libc::SYS_clone3,
+        &args as *const CloneArgs,
+        std::mem::size_of::<CloneArgs>(),
+    );
+    if pid == 0 {
+        let mut high = [0 as RawFd; 3];
+        for i in 0..3 {
+            high[i] = libc::fcntl(fds[i], libc::F_DUPFD_CLOEXEC, 64);
+            if high[i] < 0 {
+                libc::_exit(127);
+            }
+        }
+        for (i, fd) in high.iter().enumerate() {
+            if libc::dup2(*fd, i as RawFd) < 0 {
+                libc::_exit(127);
+            }
+        }
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::execve(exe, argv, envp);
+        libc::_exit(127);
+    }
+    let st = fds[3];
+    // Nothing of the shim's stays open here while the program runs (a client's fifo, say).
+    if st > 0 {
+        libc::syscall(libc::SYS_close_range, 0u32, (st - 1) as u32, 0u32);
+    }
+    libc::syscall(libc::SYS_close_range, (st + 1) as u32, u32::MAX, 0u32);
+    if pid < 0 {
+        libc::_exit(1);
+    }
+    let p = pid as i32;
+    libc::write(st, &p as *const i32 as *const libc::c_void, 4);
+    let mut ws: libc::c_int = 0;
+    while libc::waitpid(p, &mut ws, 0) < 0 && *libc::__errno_location() == libc::EINTR {}
+    libc::write(st, &ws as *const i32 as *const libc::c_void, 4);
+    libc::_exit(0)
 }

@@ -97,6 +97,13 @@ pub struct Plan {
     pub process: ProcessPlan,
     pub cgroup_binds: Vec<CgroupBind>,
     pub cgroup_v2: bool,
+    /// Stop before pivot_root for the runtime's prestart/createRuntime hooks.
+    pub runtime_hooks: bool,
+    /// Run by the init helper: createContainer before pivot_root, startContainer before exec.
+    pub create_container: Vec<crate::hooks::Hook>,
+    pub start_container: Vec<crate::hooks::Hook>,
+    /// The state hooks read (id filled in by the runtime).
+    pub hook_state: crate::hooks::StateBase,
 }
 
 /// An extra process in a running container: it joins the init's namespaces (by
@@ -115,6 +122,8 @@ pub struct Loaded {
     pub plan: Plan,
     pub cgroups_path: Option<String>,
     pub resources: Option<LinuxResources>,
+    /// Every hook; the runtime runs prestart, createRuntime, poststart and poststop.
+    pub hooks: crate::hooks::Hooks,
 }
 
 impl Plan {
@@ -164,19 +173,7 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Loaded> {
     if root.path().as_os_str().is_empty() {
         return Err(invalid("root.path is empty"));
     }
-    if spec.hooks().as_ref().is_some_and(|h| {
-        let n = |v: &Option<Vec<_>>| v.as_ref().is_some_and(|v| !v.is_empty());
-        #[allow(deprecated)]
-        let prestart = n(h.prestart());
-        prestart
-            || n(h.create_runtime())
-            || n(h.create_container())
-            || n(h.start_container())
-            || n(h.poststart())
-            || n(h.poststop())
-    }) {
-        return Err(unsupported("hooks"));
-    }
+    let hooks = crate::hooks::plan(spec.hooks().as_ref())?;
     if spec.domainname().as_ref().is_some_and(|d| !d.is_empty()) {
         return Err(unsupported("domainname"));
     }
@@ -378,9 +375,23 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Loaded> {
             process,
             cgroup_binds: Vec::new(),
             cgroup_v2: false,
+            runtime_hooks: !hooks.prestart.is_empty() || !hooks.create_runtime.is_empty(),
+            create_container: hooks.create_container.clone(),
+            start_container: hooks.start_container.clone(),
+            hook_state: crate::hooks::StateBase {
+                id: String::new(),
+                bundle: bundle.to_path_buf(),
+                annotations: spec
+                    .annotations()
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+            },
         },
         cgroups_path,
         resources: linux.resources().clone(),
+        hooks,
     })
 }
 

@@ -20,6 +20,12 @@ pub struct State {
     /// The rootfs the runtime mounted from containerd's mount list, to unmount.
     pub rootfs_mount: Option<PathBuf>,
     pub exit_status: Option<i32>,
+    /// poststop hooks still run by `delete` after a shim crash (they undo what createRuntime
+    /// hooks set up).
+    #[serde(default)]
+    pub poststop: Vec<crate::hooks::Hook>,
+    #[serde(default)]
+    pub hook_state: crate::hooks::StateBase,
 }
 
 pub fn path(bundle: &Path) -> PathBuf {

@@ -3,6 +3,7 @@
 //! container: see `channel.rs` for the handshake.
 
 mod console;
+mod hooks;
 mod net;
 mod paths;
 mod process;
@@ -95,8 +96,24 @@ fn run_init(ch: &mut Channel, plan: &Plan) -> Result<(), String> {
             let _ = ch.send(&Msg::Log(line));
         }
     }
-    rootfs::setup(plan)?;
-    finish(ch, p, true)
+    rootfs::setup(plan, &mut || {
+        if plan.runtime_hooks {
+            ch.send(&Msg::Hooks)
+                .map_err(|e| format!("ask for createRuntime hooks: {e}"))?;
+            match ch.recv() {
+                Ok(Some(Msg::Continue)) => {}
+                Ok(Some(Msg::Error(e))) => return Err(e),
+                other => return Err(format!("waiting for createRuntime hooks: {other:?}")),
+            }
+        }
+        hooks::run(
+            "createContainer",
+            &plan.create_container,
+            &plan.hook_state,
+            "creating",
+        )
+    })?;
+    finish(ch, p, Some(plan))
 }
 
 /// Join every namespace of a running container through its init's /proc entries. All are
@@ -122,7 +139,7 @@ fn run_exec(ch: &mut Channel, plan: &ExecPlan) -> Result<(), String> {
             let _ = ch.send(&Msg::Log(line));
         }
     }
-    finish(ch, &plan.process, false)
+    finish(ch, &plan.process, None)
 }
 
 fn ns_name(flag: i32) -> Option<&'static str> {
@@ -138,7 +155,9 @@ fn ns_name(flag: i32) -> Option<&'static str> {
 }
 
 /// Limits, credentials, cwd, executable lookup; report ready, wait for start, exec.
-fn finish(ch: &mut Channel, p: &ProcessPlan, is_init: bool) -> Result<(), String> {
+/// `init` is the container's plan when this is its init (not an exec).
+fn finish(ch: &mut Channel, p: &ProcessPlan, init: Option<&Plan>) -> Result<(), String> {
+    let is_init = init.is_some();
     process::set_rlimits(p)?;
     if p.terminal {
         // Before credentials: binding /dev/console needs CAP_SYS_ADMIN.
@@ -165,6 +184,14 @@ fn finish(ch: &mut Channel, p: &ProcessPlan, is_init: bool) -> Result<(), String
         // The runtime went away or deleted us before Start: nothing to run.
         Ok(None) | Err(_) => return Ok(()),
         Ok(Some(other)) => return Err(format!("expected start, got {other:?}")),
+    }
+    if let Some(plan) = init {
+        hooks::run(
+            "startContainer",
+            &plan.start_container,
+            &plan.hook_state,
+            "created",
+        )?;
     }
     Err(process::exec(p, &prepared))
 }

@@ -26,7 +26,8 @@ fn eio<'a>(op: &str, path: &'a str) -> impl FnOnce(std::io::Error) -> String + '
 
 const NONE: Option<&str> = None;
 
-pub fn setup(plan: &Plan) -> R<()> {
+/// `before_pivot` runs with every mount in place, before pivot_root (hooks).
+pub fn setup(plan: &Plan, before_pivot: &mut dyn FnMut() -> R<()>) -> R<()> {
     let rootfs = plan.rootfs.to_string_lossy().to_string();
     mount(
         NONE,
@@ -73,6 +74,7 @@ pub fn setup(plan: &Plan) -> R<()> {
         dev_symlinks(&root, plan)?;
     }
 
+    before_pivot()?;
     chdir(plan.rootfs.as_path()).map_err(e("chdir", &rootfs))?;
     pivot_root(".", ".").map_err(e("pivot_root", &rootfs))?;
     // The old root is stacked under the new one: detach it without propagating to the host.
