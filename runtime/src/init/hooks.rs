@@ -4,6 +4,7 @@
 //! other waiter, so std's Command can wait for them.
 
 use std::io::{Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -46,13 +47,10 @@ pub fn run(kind: &str, list: &[Hook], state: &StateBase, status: &str) -> Result
             }
             std::thread::sleep(Duration::from_millis(5));
         };
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        if let Some(mut o) = child.stdout.take() {
-            let _ = o.read_to_end(&mut out);
-        }
-        if let Some(mut e) = child.stderr.take() {
-            let _ = e.read_to_end(&mut err);
-        }
+        // What the hook wrote is in the pipes now; anything it left running may hold them
+        // open, so take only what is there.
+        let out = child.stdout.take().map(drain).unwrap_or_default();
+        let err = child.stderr.take().map(drain).unwrap_or_default();
         match status {
             Some(s) if s.success() => {}
             Some(s) => {
@@ -69,4 +67,20 @@ pub fn run(kind: &str, list: &[Hook], state: &StateBase, status: &str) -> Result
         }
     }
     Ok(())
+}
+
+fn drain(mut r: impl Read + AsFd) -> Vec<u8> {
+    let _ = nix::fcntl::fcntl(
+        r.as_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    );
+    let mut v = Vec::new();
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = r.read(&mut buf) {
+        if n == 0 || v.len() > 64 * 1024 {
+            break;
+        }
+        v.extend_from_slice(&buf[..n]);
+    }
+    v
 }
