@@ -17,6 +17,7 @@ pub mod seccomp;
 pub mod spawn;
 pub mod spec;
 pub mod state;
+pub mod sysctl;
 
 pub use console::Console;
 pub use container::{cleanup, Container, CreateOpts, Exec};

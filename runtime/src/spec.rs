@@ -90,6 +90,9 @@ pub struct Plan {
     pub rootfs_propagation: u64,
     pub namespaces: Vec<NsPlan>,
     pub hostname: Option<String>,
+    pub domainname: Option<String>,
+    /// linux.sysctl as (path below /proc/sys, value), written before readonly paths apply.
+    pub sysctl: Vec<(String, String)>,
     pub mounts: Vec<MountPlan>,
     pub devices: Vec<DevicePlan>,
     pub masked_paths: Vec<String>,
@@ -174,9 +177,6 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Loaded> {
         return Err(invalid("root.path is empty"));
     }
     let hooks = crate::hooks::plan(spec.hooks().as_ref())?;
-    if spec.domainname().as_ref().is_some_and(|d| !d.is_empty()) {
-        return Err(unsupported("domainname"));
-    }
 
     let linux = spec
         .linux()
@@ -226,15 +226,20 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Loaded> {
     if hostname.is_some() && !new_uts {
         return Err(invalid("hostname is set but there is no new uts namespace"));
     }
+    let domainname = spec.domainname().clone().filter(|h| !h.is_empty());
+    if domainname.is_some() && !new_uts {
+        return Err(invalid(
+            "domainname is set but there is no new uts namespace",
+        ));
+    }
 
     if linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
         || linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty())
     {
         return Err(unsupported("linux.uidMappings/gidMappings"));
     }
-    if linux.sysctl().as_ref().is_some_and(|m| !m.is_empty()) {
-        return Err(unsupported("linux.sysctl"));
-    }
+    let sysctl = crate::sysctl::plan(&linux.sysctl().clone().unwrap_or_default(), |t| plan_ns(t))
+        .map_err(invalid)?;
     if linux.mount_label().as_ref().is_some_and(|m| !m.is_empty()) {
         // Labelling every mount (context=) is not done yet; without SELinux it means nothing.
         if crate::lsm::selinux_enabled() {
@@ -368,6 +373,8 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Loaded> {
             rootfs_propagation,
             namespaces,
             hostname,
+            domainname,
+            sysctl,
             mounts,
             devices,
             masked_paths: linux.masked_paths().clone().unwrap_or_default(),

@@ -16,7 +16,8 @@ crt_e2e::scenarios!(
     devices,
     device_allow_list,
     masked_and_readonly_paths,
-    capabilities
+    capabilities,
+    sysctl_and_domainname
 );
 
 /// Runs `sh -c script` with `--rm` and returns stdout; panics with the output unless it exits 0.
@@ -477,4 +478,51 @@ fn capabilities(c: &Containerd) {
         "process is not uid 65534:\n{out}"
     );
     assert_no_leaks(c, &[&id, &id2, &id3]);
+}
+
+/// Namespaced sysctls and the domain name apply inside; the host keeps its values; a key of
+/// no namespace of the container's is refused by name.
+fn sysctl_and_domainname(c: &Containerd) {
+    let host = |k: &str| fs::read_to_string(format!("/proc/sys/{k}")).unwrap_or_default();
+    let (fwd, shm, dom) = (
+        host("net/ipv4/ip_forward"),
+        host("kernel/shmmax"),
+        host("kernel/domainname"),
+    );
+    let id = c.new_id("sysctl");
+    let mut spec = c.config_spec(
+        &id,
+        &[
+            "sh",
+            "-c",
+            "cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shmmax /proc/sys/kernel/domainname",
+        ],
+    );
+    let want_fwd = if fwd.trim() == "1" { "0" } else { "1" };
+    spec["linux"]["sysctl"] =
+        crt_e2e::json!({"net.ipv4.ip_forward": want_fwd, "kernel.shmmax": "123456789"});
+    spec["domainname"] = "crt.example".into();
+    let out = c.run_config(&id, &spec);
+    assert!(out.success(), "{out}");
+    let got: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(got, [want_fwd, "123456789", "crt.example"], "{out}");
+    assert_eq!(
+        host("net/ipv4/ip_forward"),
+        fwd,
+        "host ip_forward untouched"
+    );
+    assert_eq!(host("kernel/shmmax"), shm, "host shmmax untouched");
+    assert_eq!(host("kernel/domainname"), dom, "host domain name untouched");
+    assert_no_leaks(c, &[&id]);
+
+    let id = c.new_id("sysctlbad");
+    let mut spec = c.config_spec(&id, &["true"]);
+    spec["linux"]["sysctl"] = crt_e2e::json!({"vm.swappiness": "0"});
+    let out = c.run_config(&id, &spec);
+    assert!(!out.success(), "{out}");
+    assert!(
+        out.stderr.contains("vm.swappiness"),
+        "the error names the key:\n{out}"
+    );
+    assert_no_leaks(c, &[&id]);
 }

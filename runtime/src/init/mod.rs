@@ -90,6 +90,15 @@ fn run_init(ch: &mut Channel, plan: &Plan) -> Result<(), String> {
     if let Some(h) = &plan.hostname {
         nix::unistd::sethostname(h).map_err(|e| format!("sethostname {h:?}: {e}"))?;
     }
+    if let Some(d) = &plan.domainname {
+        // SAFETY: pointer and length of a live string.
+        if unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } != 0 {
+            return Err(format!(
+                "setdomainname {d:?}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
     let p = &plan.process;
     if let Some(adj) = p.oom_score_adj {
         if let Some(line) = process::set_oom_score_adj(adj)? {

@@ -83,6 +83,11 @@ pub fn setup(plan: &Plan, before_pivot: &mut dyn FnMut() -> R<()>) -> R<()> {
     umount2(".", MntFlags::MNT_DETACH).map_err(e("detach old root", "."))?;
     chdir("/").map_err(e("chdir", "/"))?;
 
+    // In the container's namespaces now; before readonly paths make /proc/sys read-only.
+    for (key, value) in &plan.sysctl {
+        let path = format!("/proc/sys/{key}");
+        std::fs::write(&path, value).map_err(|e| format!("linux.sysctl: write {path}: {e}"))?;
+    }
     for p in &plan.masked_paths {
         mask(p)?;
     }
