@@ -238,7 +238,7 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Loaded> {
     {
         return Err(unsupported("linux.uidMappings/gidMappings"));
     }
-    let sysctl = crate::sysctl::plan(&linux.sysctl().clone().unwrap_or_default(), |t| plan_ns(t))
+    let sysctl = crate::sysctl::plan(&linux.sysctl().clone().unwrap_or_default(), plan_ns)
         .map_err(invalid)?;
     if linux.mount_label().as_ref().is_some_and(|m| !m.is_empty()) {
         // Labelling every mount (context=) is not done yet; without SELinux it means nothing.
