@@ -13,6 +13,7 @@ pub mod init;
 pub mod lsm;
 pub mod mountopts;
 pub mod rootfs_mount;
+pub mod sched;
 pub mod seccomp;
 pub mod spawn;
 pub mod spec;

@@ -71,6 +71,9 @@ pub struct ProcessPlan {
     pub selinux_label: Option<String>,
     /// The container's linux.seccomp, compiled; execs get the container's too (as under runc).
     pub seccomp: Option<crate::seccomp::SeccompProgram>,
+    pub scheduler: Option<crate::sched::SchedPlan>,
+    /// ioprio_set(2)'s value.
+    pub io_priority: Option<u32>,
 }
 
 /// A bind of one cgroup hierarchy's leaf into the container's cgroup mount (filled in by the
@@ -93,6 +96,8 @@ pub struct Plan {
     pub domainname: Option<String>,
     /// linux.sysctl as (path below /proc/sys, value), written before readonly paths apply.
     pub sysctl: Vec<(String, String)>,
+    /// personality(2)'s value (linux.personality), kept across exec.
+    pub personality: Option<u64>,
     pub mounts: Vec<MountPlan>,
     pub devices: Vec<DevicePlan>,
     pub masked_paths: Vec<String>,
@@ -250,9 +255,12 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Loaded> {
     if linux.intel_rdt().is_some() {
         return Err(unsupported("linux.intelRdt"));
     }
-    if linux.personality().is_some() {
-        return Err(unsupported("linux.personality"));
-    }
+    let personality = linux
+        .personality()
+        .as_ref()
+        .map(crate::sched::personality)
+        .transpose()
+        .map_err(invalid)?;
     if linux.time_offsets().as_ref().is_some_and(|m| !m.is_empty()) {
         return Err(unsupported("linux.timeOffsets"));
     }
@@ -375,6 +383,7 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Loaded> {
             hostname,
             domainname,
             sysctl,
+            personality,
             mounts,
             devices,
             masked_paths: linux.masked_paths().clone().unwrap_or_default(),
@@ -424,12 +433,6 @@ fn plan_process(p: &oci_spec::runtime::Process) -> Result<ProcessPlan> {
     let args = p.args().clone().unwrap_or_default();
     if args.is_empty() || args[0].is_empty() {
         return Err(invalid("process.args must not be empty"));
-    }
-    if p.scheduler().is_some() {
-        return Err(unsupported("process.scheduler"));
-    }
-    if p.io_priority().is_some() {
-        return Err(unsupported("process.ioPriority"));
     }
     let cwd = p.cwd().to_string_lossy().to_string();
     if !cwd.starts_with('/') {
@@ -503,6 +506,18 @@ fn plan_process(p: &oci_spec::runtime::Process) -> Result<ProcessPlan> {
         )
         .map_err(invalid)?,
         seccomp: None,
+        scheduler: p
+            .scheduler()
+            .as_ref()
+            .map(crate::sched::scheduler)
+            .transpose()
+            .map_err(invalid)?,
+        io_priority: p
+            .io_priority()
+            .as_ref()
+            .map(crate::sched::io_priority)
+            .transpose()
+            .map_err(invalid)?,
     })
 }
 

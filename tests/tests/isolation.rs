@@ -17,7 +17,8 @@ crt_e2e::scenarios!(
     device_allow_list,
     masked_and_readonly_paths,
     capabilities,
-    sysctl_and_domainname
+    sysctl_and_domainname,
+    scheduling_and_personality
 );
 
 /// Runs `sh -c script` with `--rm` and returns stdout; panics with the output unless it exits 0.
@@ -524,5 +525,43 @@ fn sysctl_and_domainname(c: &Containerd) {
         out.stderr.contains("vm.swappiness"),
         "the error names the key:\n{out}"
     );
+    assert_no_leaks(c, &[&id]);
+}
+
+/// process.scheduler, process.ioPriority and linux.personality reach the process.
+fn scheduling_and_personality(c: &Containerd) {
+    let id = c.new_id("sched");
+    let mut spec = c.config_spec(
+        &id,
+        &[
+            "sh",
+            "-c",
+            "uname -m; ionice; set -- $(cat /proc/self/stat); echo nice=${19} policy=${41}",
+        ],
+    );
+    spec["process"]["scheduler"] = crt_e2e::json!({"policy": "SCHED_BATCH", "nice": 7});
+    spec["process"]["ioPriority"] = crt_e2e::json!({"class": "IOPRIO_CLASS_IDLE", "priority": 0});
+    spec["linux"]["personality"] = crt_e2e::json!({"domain": "LINUX32"});
+    let out = c.run_config(&id, &spec);
+    assert!(out.success(), "{out}");
+    let l: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        l.first().copied(),
+        Some("i686"),
+        "LINUX32 personality:\n{out}"
+    );
+    // ctr 1.6 parses --config with a runtime-spec older than scheduler and ioPriority and drops
+    // them before they reach the runtime.
+    if c.version == crt_e2e::Version::V2 {
+        assert!(
+            l.get(1).is_some_and(|s| s.starts_with("idle")),
+            "I/O class:\n{out}"
+        );
+        assert_eq!(
+            l.get(2).copied(),
+            Some("nice=7 policy=3"),
+            "SCHED_BATCH, nice 7:\n{out}"
+        );
+    }
     assert_no_leaks(c, &[&id]);
 }

@@ -90,6 +90,15 @@ fn run_init(ch: &mut Channel, plan: &Plan) -> Result<(), String> {
     if let Some(h) = &plan.hostname {
         nix::unistd::sethostname(h).map_err(|e| format!("sethostname {h:?}: {e}"))?;
     }
+    if let Some(pers) = plan.personality {
+        // SAFETY: personality(2) with a plain value; it survives exec.
+        if unsafe { libc::personality(pers as libc::c_ulong) } < 0 {
+            return Err(format!(
+                "apply linux.personality: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
     if let Some(d) = &plan.domainname {
         // SAFETY: pointer and length of a live string.
         if unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } != 0 {
@@ -173,6 +182,7 @@ fn finish(ch: &mut Channel, p: &ProcessPlan, init: Option<&Plan>) -> Result<(), 
         console::setup(ch, p, is_init)?;
     }
     process::set_lsm_exec_labels(p)?;
+    process::set_scheduling(p)?;
     if !p.no_new_privileges {
         // Without no_new_privs loading seccomp takes CAP_SYS_ADMIN: before credentials drop it.
         // (With it, process::exec loads the filter right before execve.)

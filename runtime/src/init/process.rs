@@ -275,6 +275,46 @@ pub fn exec(p: &ProcessPlan, prep: &Prepared) -> String {
     format!("exec {}: {}", prep.path.to_string_lossy(), io_text(&err))
 }
 
+/// process.scheduler and process.ioPriority, before credentials drop (a realtime policy or an
+/// RT I/O class takes CAP_SYS_NICE / CAP_SYS_ADMIN).
+pub fn set_scheduling(p: &ProcessPlan) -> R<()> {
+    if let Some(s) = &p.scheduler {
+        #[repr(C)]
+        struct SchedAttr {
+            size: u32,
+            policy: u32,
+            flags: u64,
+            nice: i32,
+            priority: u32,
+            runtime: u64,
+            deadline: u64,
+            period: u64,
+        }
+        let attr = SchedAttr {
+            size: std::mem::size_of::<SchedAttr>() as u32,
+            policy: s.policy,
+            flags: s.flags,
+            nice: s.nice,
+            priority: s.priority,
+            runtime: s.runtime,
+            deadline: s.deadline,
+            period: s.period,
+        };
+        // SAFETY: sched_setattr on ourselves with a sched_attr of the size it states.
+        if unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) } != 0 {
+            return Err(errno("apply process.scheduler (sched_setattr)"));
+        }
+    }
+    if let Some(v) = p.io_priority {
+        const IOPRIO_WHO_PROCESS: libc::c_int = 1;
+        // SAFETY: ioprio_set on ourselves with integer arguments.
+        if unsafe { libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, v) } != 0 {
+            return Err(errno("apply process.ioPriority (ioprio_set)"));
+        }
+    }
+    Ok(())
+}
+
 /// Load the container's seccomp filter into this process.
 pub fn load_seccomp(sc: &SeccompProgram) -> R<()> {
     let filter: Vec<libc::sock_filter> = sc
