@@ -1,0 +1,76 @@
+//! Reproducers of known container escapes, each of which must fail against crt.
+//! CVE-2024-21626 (runc "Leaky Vessels"): a host fd leaked into the container's init or an exec
+//! let `cwd: /proc/self/fd/N` start the process with a working directory on the host.
+
+use crt_e2e::{assert_no_leaks, secs, Containerd};
+
+crt_e2e::scenarios!(no_fd_leaks_into_the_container, cwd_through_a_leaked_fd);
+
+/// The shell's own fds, as numbers (listed by a child, so the listing adds none; no pipeline,
+/// whose pipe the shell holds for a moment; not last, or the shell would exec ls itself).
+const FDS: &str = "ls /proc/$$/fd; true";
+
+fn fds(out: &str) -> String {
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The init and an exec hold fds 0, 1 and 2 only: nothing of the shim's or the helper's.
+fn no_fd_leaks_into_the_container(c: &Containerd) {
+    let id = c.new_id("fds");
+    let out = c.run(&id, &["sh", "-c", FDS]);
+    assert!(out.success(), "{out}");
+    assert_eq!(fds(&out.stdout), "0 1 2", "the init's fds:\n{out}");
+    assert_no_leaks(c, &[&id]);
+
+    let id = c.new_id("execfds");
+    c.run_detached(&[], &id, &["sleep", "1000"]);
+    let ex = c.ctr_timeout(
+        &["task", "exec", "--exec-id", "f", &id, "sh", "-c", FDS],
+        secs(60),
+    );
+    assert!(ex.success(), "{ex}");
+    assert_eq!(fds(&ex.stdout), "0 1 2", "an exec's fds:\n{ex}");
+    c.kill_and_remove(&id);
+    assert_no_leaks(c, &[&id]);
+}
+
+/// `cwd: /proc/self/fd/N` for every fd a runtime might hold while it sets up: refused, never a
+/// process started in a directory outside the container.
+fn cwd_through_a_leaked_fd(c: &Containerd) {
+    for n in 3..=8 {
+        let id = c.new_id("leakycwd");
+        let mut spec = c.config_spec(&id, &["sh", "-c", "pwd; ls /"]);
+        spec["process"]["cwd"] = format!("/proc/self/fd/{n}").into();
+        let out = c.run_config(&id, &spec);
+        assert!(
+            !out.success(),
+            "cwd /proc/self/fd/{n} must not start:\n{out}"
+        );
+        assert!(
+            out.stderr.contains("cwd"),
+            "the error names the cwd:\n{out}"
+        );
+        assert_no_leaks(c, &[&id]);
+    }
+    let id = c.new_id("leakyexec");
+    c.run_detached(&[], &id, &["sleep", "1000"]);
+    for n in 3..=8 {
+        let cwd = format!("/proc/self/fd/{n}");
+        let ex = c.ctr_timeout(
+            &[
+                "task",
+                "exec",
+                "--exec-id",
+                &format!("c{n}"),
+                "--cwd",
+                &cwd,
+                &id,
+                "pwd",
+            ],
+            secs(60),
+        );
+        assert!(!ex.success(), "exec with cwd {cwd} must not start:\n{ex}");
+    }
+    c.kill_and_remove(&id);
+    assert_no_leaks(c, &[&id]);
+}
