@@ -102,7 +102,12 @@ impl Container {
                 .plan
                 .namespaces
                 .iter()
-                .filter(|n| n.path.is_none() && n.flag != libc::CLONE_NEWCGROUP)
+                .filter(|n| {
+                    // cgroup: once the helper is in its cgroup; time: once the offsets are set.
+                    n.path.is_none()
+                        && n.flag != libc::CLONE_NEWCGROUP
+                        && n.flag != libc::CLONE_NEWTIME
+                })
                 .fold(0, |f, n| f | n.flag);
             let mut record_pid = |pid: i32| -> Result<()> {
                 undo.pid = Some(pid);

@@ -98,6 +98,8 @@ pub struct Plan {
     pub sysctl: Vec<(String, String)>,
     /// personality(2)'s value (linux.personality), kept across exec.
     pub personality: Option<u64>,
+    /// Lines for /proc/self/timens_offsets ("<clock> <secs> <nanos>").
+    pub time_offsets: Vec<String>,
     pub mounts: Vec<MountPlan>,
     pub devices: Vec<DevicePlan>,
     pub masked_paths: Vec<String>,
@@ -190,10 +192,8 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Loaded> {
     let mut namespaces = Vec::new();
     for ns in linux.namespaces().as_deref().unwrap_or_default() {
         let flag = ns.typ() as i32;
-        match ns.typ() {
-            LinuxNamespaceType::User => return Err(unsupported("linux.namespaces: user")),
-            LinuxNamespaceType::Time => return Err(unsupported("linux.namespaces: time")),
-            _ => {}
+        if ns.typ() == LinuxNamespaceType::User {
+            return Err(unsupported("linux.namespaces: user"));
         }
         if namespaces.iter().any(|n: &NsPlan| n.flag == flag) {
             return Err(invalid(format!(
@@ -261,8 +261,35 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Loaded> {
         .map(crate::sched::personality)
         .transpose()
         .map_err(invalid)?;
-    if linux.time_offsets().as_ref().is_some_and(|m| !m.is_empty()) {
-        return Err(unsupported("linux.timeOffsets"));
+    if linux.net_devices().as_ref().is_some_and(|m| !m.is_empty()) {
+        return Err(unsupported("linux.netDevices"));
+    }
+    if linux.memory_policy().is_some() {
+        return Err(unsupported("linux.memoryPolicy"));
+    }
+    let new_time = namespaces
+        .iter()
+        .any(|n| n.flag == libc::CLONE_NEWTIME && n.path.is_none());
+    let mut time_offsets = Vec::new();
+    for (clock, off) in linux.time_offsets().clone().unwrap_or_default() {
+        if clock != "monotonic" && clock != "boottime" {
+            return Err(invalid(format!(
+                "linux.timeOffsets: unknown clock {clock:?} (monotonic or boottime)"
+            )));
+        }
+        let nanos = off.nanosecs().unwrap_or(0);
+        if nanos >= 1_000_000_000 {
+            return Err(invalid(format!(
+                "linux.timeOffsets.{clock}.nanosecs {nanos} is not below one second"
+            )));
+        }
+        time_offsets.push(format!("{clock} {} {nanos}", off.secs().unwrap_or(0)));
+    }
+    time_offsets.sort();
+    if !time_offsets.is_empty() && !new_time {
+        return Err(invalid(
+            "linux.timeOffsets is set but there is no new time namespace",
+        ));
     }
 
     let rootfs_propagation = match linux.rootfs_propagation().as_deref() {
@@ -384,6 +411,7 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Loaded> {
             domainname,
             sysctl,
             personality,
+            time_offsets,
             mounts,
             devices,
             masked_paths: linux.masked_paths().clone().unwrap_or_default(),
@@ -433,6 +461,9 @@ fn plan_process(p: &oci_spec::runtime::Process) -> Result<ProcessPlan> {
     let args = p.args().clone().unwrap_or_default();
     if args.is_empty() || args[0].is_empty() {
         return Err(invalid("process.args must not be empty"));
+    }
+    if p.exec_cpu_affinity().is_some() {
+        return Err(unsupported("process.execCPUAffinity"));
     }
     let cwd = p.cwd().to_string_lossy().to_string();
     if !cwd.starts_with('/') {
@@ -622,6 +653,19 @@ mod tests {
         assert!(e.unwrap_err().to_string().contains("SCMP_ACT_NOTIFY"));
         let e = with(|v| v["linux"]["namespaces"][0]["type"] = "user".into());
         assert!(e.unwrap_err().to_string().contains("user"));
+        let e = with(|v| {
+            v["linux"]["memoryPolicy"] = serde_json::json!({"mode": "MPOL_BIND", "nodes": "0"})
+        });
+        assert!(e.unwrap_err().to_string().contains("linux.memoryPolicy"));
+        let e = with(|v| v["linux"]["netDevices"] = serde_json::json!({"eth1": {}}));
+        assert!(e.unwrap_err().to_string().contains("linux.netDevices"));
+        let e = with(|v| v["process"]["execCPUAffinity"] = serde_json::json!({"initial": "0"}));
+        assert!(e
+            .unwrap_err()
+            .to_string()
+            .contains("process.execCPUAffinity"));
+        let e = with(|v| v["linux"]["timeOffsets"] = serde_json::json!({"boottime": {"secs": 1}}));
+        assert!(e.unwrap_err().to_string().contains("no new time namespace"));
     }
 
     #[test]

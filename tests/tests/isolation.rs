@@ -18,7 +18,8 @@ crt_e2e::scenarios!(
     masked_and_readonly_paths,
     capabilities,
     sysctl_and_domainname,
-    scheduling_and_personality
+    scheduling_and_personality,
+    time_namespace
 );
 
 /// Runs `sh -c script` with `--rm` and returns stdout; panics with the output unless it exits 0.
@@ -563,5 +564,65 @@ fn scheduling_and_personality(c: &Containerd) {
             "SCHED_BATCH, nice 7:\n{out}"
         );
     }
+    assert_no_leaks(c, &[&id]);
+}
+
+/// A time namespace of its own, with a boottime offset of 100 days (on 2.x: ctr 1.6 drops
+/// linux.timeOffsets while parsing --config); an exec joins it.
+fn time_namespace(c: &Containerd) {
+    let host_ns = fs::read_link("/proc/self/ns/time").unwrap();
+    let host_ns = host_ns.to_string_lossy().into_owned();
+    let id = c.new_id("timens");
+    let mut spec = c.config_spec(
+        &id,
+        &[
+            "sh",
+            "-c",
+            "readlink /proc/self/ns/time; cut -d. -f1 /proc/uptime; sleep 1000",
+        ],
+    );
+    spec["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(crt_e2e::json!({"type": "time"}));
+    spec["linux"]["timeOffsets"] = crt_e2e::json!({"boottime": {"secs": 8640000, "nanosecs": 0}});
+    let mut bg = c.spawn_config(&id, &spec);
+    let lines = bg.wait_until(
+        "uptime",
+        |l| l.chars().all(|ch| ch.is_ascii_digit()),
+        crt_e2e::secs(60),
+    );
+    let ns = lines
+        .iter()
+        .find(|l| l.starts_with("time:"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        !ns.is_empty() && ns != host_ns,
+        "a time namespace of its own: {lines:?}"
+    );
+    let uptime: u64 = lines.last().and_then(|l| l.parse().ok()).unwrap_or(0);
+    if c.version == crt_e2e::Version::V2 {
+        assert!(
+            uptime >= 8_640_000,
+            "boottime offset of 100 days: uptime {uptime}"
+        );
+    }
+    let ex = c.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "t",
+        &id,
+        "readlink",
+        "/proc/self/ns/time",
+    ]);
+    assert_eq!(
+        ex.stdout.trim(),
+        ns,
+        "an exec joins the container's time namespace:\n{ex}"
+    );
+    c.ctr(&["task", "kill", "-s", "SIGKILL", &id]).assert_ok();
+    let _ = bg.wait(crt_e2e::secs(60));
     assert_no_leaks(c, &[&id]);
 }

@@ -79,6 +79,17 @@ fn run_init(ch: &mut Channel, plan: &Plan) -> Result<(), String> {
     {
         fork_into_pid_ns(ch)?;
     }
+    if plan.has_new_ns(libc::CLONE_NEWTIME) {
+        // Offsets can only be set before any process is in the namespace: unshare makes it the
+        // one for our children and for the program we exec, so it is still empty here.
+        unshare(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME))
+            .map_err(|e| format!("unshare time namespace: {e}"))?;
+        if !plan.time_offsets.is_empty() {
+            let path = "/proc/self/timens_offsets";
+            std::fs::write(path, plan.time_offsets.join("\n"))
+                .map_err(|e| format!("linux.timeOffsets: write {path}: {e}"))?;
+        }
+    }
     if plan.has_new_ns(libc::CLONE_NEWCGROUP) {
         // After the runtime placed us in the cgroup, so that cgroup becomes the namespace root.
         unshare(CloneFlags::CLONE_NEWCGROUP)
@@ -168,6 +179,7 @@ fn ns_name(flag: i32) -> Option<&'static str> {
         libc::CLONE_NEWIPC => "ipc",
         libc::CLONE_NEWUTS => "uts",
         libc::CLONE_NEWCGROUP => "cgroup",
+        libc::CLONE_NEWTIME => "time",
         _ => return None,
     })
 }
