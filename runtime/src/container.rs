@@ -103,10 +103,15 @@ impl Container {
                 .namespaces
                 .iter()
                 .filter(|n| {
-                    // cgroup: once the helper is in its cgroup; time: once the offsets are set.
+                    // Made by the helper itself: cgroup once it is in its cgroup, time once the
+                    // offsets are set, mount once it left its throwaway one (spawn.rs).
                     n.path.is_none()
-                        && n.flag != libc::CLONE_NEWCGROUP
-                        && n.flag != libc::CLONE_NEWTIME
+                        && ![
+                            libc::CLONE_NEWCGROUP,
+                            libc::CLONE_NEWTIME,
+                            libc::CLONE_NEWNS,
+                        ]
+                        .contains(&n.flag)
                 })
                 .fold(0, |f, n| f | n.flag);
             let mut record_pid = |pid: i32| -> Result<()> {

@@ -17,6 +17,10 @@ use crate::error::{Result, RuntimeError};
 pub const INIT_ARG: &str = "__crt_init";
 /// The sync socket's fd number in the helper.
 pub const SYNC_FD: RawFd = 3;
+/// The runtime's mount namespace in the helper: the helper starts in a throwaway mount
+/// namespace (for its read-only executable) and goes back to this one to make the container's,
+/// so the container's mounts keep their propagation relation to the host's.
+pub const HOST_MNT_FD: RawFd = 4;
 
 #[repr(C)]
 #[derive(Default)]
@@ -47,21 +51,44 @@ pub fn spawn_init(
     stdio: [BorrowedFd<'_>; 3],
     sync: BorrowedFd<'_>,
 ) -> Result<i32> {
-    let exe = CString::new("/proc/self/exe").map_err(|_| RuntimeError::Init("exe path".into()))?;
+    // CVE-2019-5736: the helper runs inside the container until it execs the user's program,
+    // and a `#!/proc/self/exe` entrypoint would run it there as the program. Its executable is
+    // therefore our binary seen through a read-only bind mount made in the child's own mount
+    // namespace (never the host's): /proc/PID/exe of either can never be opened for writing.
+    let real = std::fs::read_link("/proc/self/exe")
+        .ok()
+        .filter(|p| p.is_absolute() && p.exists());
+    let protect = real.is_some();
+    if !protect {
+        log::warn!("our binary's path is gone (upgraded?): the init helper runs without a read-only executable");
+    }
+    let exe = CString::new(
+        real.as_deref()
+            .map(|p| p.as_os_str().as_bytes())
+            .unwrap_or(b"/proc/self/exe"),
+    )
+    .map_err(|_| RuntimeError::Init("exe path".into()))?;
     let arg0 =
         CString::new("containerd-shim-crt-v1").map_err(|_| RuntimeError::Init("argv".into()))?;
     let arg1 = CString::new(INIT_ARG).map_err(|_| RuntimeError::Init("argv".into()))?;
     let argv: [*const libc::c_char; 3] = [arg0.as_ptr(), arg1.as_ptr(), std::ptr::null()];
     let envp: [*const libc::c_char; 1] = [std::ptr::null()];
-    let fds: [RawFd; 4] = [
+    let host_mnt = std::fs::File::open("/proc/self/ns/mnt").map_err(|source| RuntimeError::Io {
+        op: "open /proc/self/ns/mnt",
+        source,
+    })?;
+    let fds: [RawFd; 5] = [
         stdio[0].as_raw_fd(),
         stdio[1].as_raw_fd(),
         stdio[2].as_raw_fd(),
         sync.as_raw_fd(),
+        host_mnt.as_raw_fd(),
     ];
 
     let mut args = CloneArgs {
-        flags: ns_flags as u32 as u64,
+        // Always a throwaway mount namespace for the read-only bind; the container's own is
+        // made (or joined) by the helper after it went back to HOST_MNT_FD.
+        flags: (ns_flags | libc::CLONE_NEWNS) as u32 as u64,
         exit_signal: libc::SIGCHLD as u64,
         ..Default::default()
     };
@@ -79,7 +106,7 @@ pub fn spawn_init(
         )
     };
     if ret == 0 {
-        unsafe { exec_child(&fds, exe.as_ptr(), argv.as_ptr(), envp.as_ptr()) }
+        unsafe { exec_child(&fds, protect, exe.as_ptr(), argv.as_ptr(), envp.as_ptr()) }
     }
     if ret < 0 {
         return Err(RuntimeError::Sys {
@@ -93,13 +120,14 @@ pub fn spawn_init(
 
 /// Runs in the cloned child: async-signal-safe calls only.
 unsafe fn exec_child(
-    fds: &[RawFd; 4],
+    fds: &[RawFd; 5],
+    protect: bool,
     exe: *const libc::c_char,
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
 ) -> ! {
     // Move every source above the target range first, so no dup2 clobbers a later source.
-    let mut high = [0 as RawFd; 4];
+    let mut high = [0 as RawFd; 5];
     for (i, fd) in fds.iter().enumerate() {
         high[i] = libc::fcntl(*fd, libc::F_DUPFD, 16);
         if high[i] < 0 {
@@ -112,7 +140,29 @@ unsafe fn exec_child(
         }
     }
     // Nothing of the shim's (ttrpc sockets, other containers' fifos) may reach the container.
-    libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
+    libc::syscall(libc::SYS_close_range, 5u32, u32::MAX, 0u32);
+    if protect {
+        let none: *const libc::c_char = std::ptr::null();
+        // Private first, so the bind never propagates to the host.
+        if libc::mount(
+            none,
+            c"/".as_ptr(),
+            none,
+            libc::MS_SLAVE | libc::MS_REC,
+            std::ptr::null(),
+        ) != 0
+            || libc::mount(exe, exe, none, libc::MS_BIND, std::ptr::null()) != 0
+            || libc::mount(
+                none,
+                exe,
+                none,
+                libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
+                std::ptr::null(),
+            ) != 0
+        {
+            libc::_exit(125);
+        }
+    }
     libc::execve(exe, argv, envp);
     libc::_exit(127);
 }

@@ -1,10 +1,16 @@
 //! Reproducers of known container escapes, each of which must fail against crt.
 //! CVE-2024-21626 (runc "Leaky Vessels"): a host fd leaked into the container's init or an exec
 //! let `cwd: /proc/self/fd/N` start the process with a working directory on the host.
+//! CVE-2019-5736: a container process opened the runtime's binary through /proc/PID/exe of the
+//! runtime's process in the container and overwrote it on the host.
 
 use crt_e2e::{assert_no_leaks, secs, Containerd};
 
-crt_e2e::scenarios!(no_fd_leaks_into_the_container, cwd_through_a_leaked_fd);
+crt_e2e::scenarios!(
+    no_fd_leaks_into_the_container,
+    cwd_through_a_leaked_fd,
+    runtime_binary_cannot_be_written
+);
 
 /// The shell's own fds, as numbers (listed by a child, so the listing adds none; no pipeline,
 /// whose pipe the shell holds for a moment; not last, or the shell would exec ls itself).
@@ -72,5 +78,44 @@ fn cwd_through_a_leaked_fd(c: &Containerd) {
         assert!(!ex.success(), "exec with cwd {cwd} must not start:\n{ex}");
     }
     c.kill_and_remove(&id);
+    assert_no_leaks(c, &[&id]);
+}
+
+/// While crt's helper is the container's pid 1 (hooks run then), its executable cannot be
+/// opened: not from inside the container (the helper is not dumpable: EACCES, where an
+/// unprotected runtime gives ETXTBSY and an fd to keep for later), and even the file host root
+/// reaches through /proc/PID/exe sits on a read-only mount (a bind made for the helper alone),
+/// so an fd obtained there can never write, even once nothing executes the binary.
+fn runtime_binary_cannot_be_written(c: &Containerd) {
+    let dir = c.harness_dir().join("cve-2019-5736");
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.to_string_lossy().into_owned();
+    let id = c.new_id("exe");
+    let mut spec = c.config_spec(&id, &["cat", "/tmp/inside"]);
+    let check = format!(
+        "import json, os, sys\n\
+         pid = json.load(sys.stdin)['pid']\n\
+         fd = os.open('/proc/%d/exe' % pid, os.O_RDONLY)\n\
+         ro = os.fstatvfs(fd).f_flag & os.ST_RDONLY\n\
+         open('{d}/host', 'w').write('read-only' if ro else 'writable')\n"
+    );
+    spec["hooks"] = crt_e2e::json!({
+        // Host side, as root with every capability, while the helper waits before pivot_root.
+        "createRuntime": [{"path": "/usr/bin/python3", "args": ["python3", "-c", check]}],
+        // In the container, with the container's credentials, right before exec.
+        "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c",
+            "(exec 3</proc/1/exe) 2> /tmp/inside; echo rc=$? >> /tmp/inside"]}],
+    });
+    let out = c.run_config(&id, &spec);
+    assert!(out.success(), "{out}");
+    let host = std::fs::read_to_string(dir.join("host")).unwrap_or_default();
+    assert_eq!(
+        host, "read-only",
+        "the helper's executable must be on a read-only mount"
+    );
+    assert!(
+        out.stdout.contains("Permission denied") && !out.stdout.contains("rc=0"),
+        "a container process must not open the helper's exe at all:\n{out}"
+    );
     assert_no_leaks(c, &[&id]);
 }

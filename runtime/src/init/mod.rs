@@ -15,11 +15,15 @@ use std::os::unix::net::UnixStream;
 use nix::sched::{setns, unshare, CloneFlags};
 
 use crate::channel::{Channel, Msg};
-use crate::spawn::SYNC_FD;
+use crate::spawn::{HOST_MNT_FD, SYNC_FD};
 use crate::spec::{ExecPlan, Plan, ProcessPlan};
 
 /// Entry point when argv[1] is [`crate::spawn::INIT_ARG`]. Never returns.
 pub fn main() -> ! {
+    // Until it execs the user's program, nothing in the container may open this process's
+    // /proc files (its exe is our binary): exec makes the program dumpable again.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     // SAFETY: fd 3 was placed by the runtime's spawn and is ours alone.
     let sock = unsafe { UnixStream::from_raw_fd(SYNC_FD) };
     // The container's program must not inherit the channel: exec closes it, which tells the
@@ -70,7 +74,22 @@ fn fork_into_pid_ns(ch: &mut Channel) -> Result<(), String> {
     }
 }
 
+/// Leave the throwaway mount namespace the helper was started in (see spawn.rs): back to the
+/// runtime's, and a copy of that one for the container when it gets a new one, so its mounts
+/// propagate to and from the host exactly as the spec's propagation says.
+fn container_mount_namespace(new: bool) -> Result<(), String> {
+    // SAFETY: fd 4 was placed by the runtime's spawn and is ours alone.
+    let host = unsafe { OwnedFd::from_raw_fd(HOST_MNT_FD) };
+    if new {
+        setns(&host, CloneFlags::CLONE_NEWNS)
+            .map_err(|e| format!("back to the runtime's mount namespace: {e}"))?;
+        unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare mount namespace: {e}"))?;
+    }
+    Ok(())
+}
+
 fn run_init(ch: &mut Channel, plan: &Plan) -> Result<(), String> {
+    container_mount_namespace(plan.has_new_ns(libc::CLONE_NEWNS))?;
     join_namespaces(plan)?;
     if plan
         .namespaces
@@ -148,6 +167,7 @@ fn run_init(ch: &mut Channel, plan: &Plan) -> Result<(), String> {
 /// Join every namespace of a running container through its init's /proc entries. All are
 /// opened before the first setns: after joining the mount namespace, /proc is the container's.
 fn run_exec(ch: &mut Channel, plan: &ExecPlan) -> Result<(), String> {
+    container_mount_namespace(false)?;
     let mut fds = Vec::new();
     for flag in &plan.namespaces {
         let name = ns_name(*flag).ok_or_else(|| format!("unknown namespace flag {flag:#x}"))?;
