@@ -462,6 +462,13 @@ fn plan_process(p: &oci_spec::runtime::Process) -> Result<ProcessPlan> {
     if args.is_empty() || args[0].is_empty() {
         return Err(invalid("process.args must not be empty"));
     }
+    if let Some(adj) = p.oom_score_adj() {
+        if !(-1000..=1000).contains(&adj) {
+            return Err(invalid(format!(
+                "process.oomScoreAdj {adj} is not in -1000..1000"
+            )));
+        }
+    }
     if p.exec_cpu_affinity().is_some() {
         return Err(unsupported("process.execCPUAffinity"));
     }

@@ -139,6 +139,51 @@ fn current_flags(path: &str) -> R<MsFlags> {
     Ok(out)
 }
 
+/// Files under /proc that may be mounted over (what lxcfs emulates), as runc allows.
+const PROC_MOUNTS_ALLOWED: &[&str] = &[
+    "/proc/stat",
+    "/proc/meminfo",
+    "/proc/swaps",
+    "/proc/uptime",
+    "/proc/loadavg",
+    "/proc/slabinfo",
+    "/proc/net/dev",
+    "/proc/sys/kernel/ns_last_pid",
+];
+
+/// Nothing may be mounted over /proc or inside it (it would undo masked and read-only paths,
+/// or hide the container's own procfs), except a procfs on /proc and the files lxcfs emulates.
+/// Checked on where the destination really is (symlinks in the image resolved inside the root).
+fn check_proc_mount(plan: &Plan, target: &OwnedFd, m: &MountPlan) -> R<()> {
+    let real = std::fs::read_link(proc_fd(target)).map_err(eio("resolve", &m.destination))?;
+    let Ok(rel) = real.strip_prefix(&plan.rootfs) else {
+        return Err(format!(
+            "mount destination {} resolves outside the root",
+            m.destination
+        ));
+    };
+    let rel = format!("/{}", rel.display());
+    if rel == "/proc" {
+        let procfs = m.fstype == "proc"
+            || m.source.as_deref().is_some_and(|src| {
+                nix::sys::statfs::statfs(src)
+                    .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC)
+            });
+        if !procfs {
+            return Err(format!(
+                "mount destination {} is /proc: only a procfs may be mounted there",
+                m.destination
+            ));
+        }
+    } else if rel.starts_with("/proc/") && !PROC_MOUNTS_ALLOWED.contains(&rel.as_str()) {
+        return Err(format!(
+            "mount destination {} ({rel}) is inside /proc: refused",
+            m.destination
+        ));
+    }
+    Ok(())
+}
+
 fn mount_one(root: &OwnedFd, m: &MountPlan, plan: &Plan) -> R<()> {
     let dest = m.destination.as_str();
     if m.fstype == "cgroup" || m.fstype == "cgroup2" {
@@ -149,6 +194,7 @@ fn mount_one(root: &OwnedFd, m: &MountPlan, plan: &Plan) -> R<()> {
         let src = m.source.as_deref().unwrap_or_default();
         let meta = std::fs::metadata(src).map_err(eio("bind mount source", src))?;
         let target = ensure(root, dest, meta.is_dir()).map_err(eio("create mount point", dest))?;
+        check_proc_mount(plan, &target, m)?;
         mount(
             Some(src),
             proc_fd(&target).as_str(),
@@ -172,6 +218,7 @@ fn mount_one(root: &OwnedFd, m: &MountPlan, plan: &Plan) -> R<()> {
         }
     } else {
         let target = ensure(root, dest, true).map_err(eio("create mount point", dest))?;
+        check_proc_mount(plan, &target, m)?;
         let data = (!m.options.data.is_empty()).then_some(m.options.data.as_str());
         let src = m.source.as_deref().unwrap_or(m.fstype.as_str());
         mount(
