@@ -17,6 +17,7 @@ pub mod sched;
 pub mod seccomp;
 pub mod spawn;
 pub mod spec;
+pub mod spec_fields;
 pub mod state;
 pub mod sysctl;
 

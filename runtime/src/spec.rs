@@ -585,6 +585,12 @@ fn rlimit_number(name: &str) -> Option<i32> {
     } as i32)
 }
 
+/// The base spec unit tests patch (a minimal valid Linux config).
+#[cfg(test)]
+pub(crate) fn tests_base() -> serde_json::Value {
+    serde_json::from_str(tests::BASE).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -593,7 +599,7 @@ mod tests {
         serde_json::from_str(json).unwrap()
     }
 
-    const BASE: &str = r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},
+    pub(super) const BASE: &str = r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},
         "process":{"args":["sh"],"cwd":"/","user":{"uid":0,"gid":0},
           "capabilities":{"bounding":["CAP_CHOWN","CAP_KILL"],"effective":["CAP_KILL"]},
           "rlimits":[{"type":"RLIMIT_NOFILE","soft":1024,"hard":1024}]},
