@@ -26,7 +26,7 @@ export CRT_TEST_RUNTIME CRT_BIN_DIR
 # the crt binary is only needed when crt is the runtime under test
 E2E_DEPS := $(if $(filter io.containerd.crt.v1,$(CRT_TEST_RUNTIME)),build-debug)
 
-.PHONY: all build build-debug install test test-unit test-e2e test-v2 lint
+.PHONY: all build build-debug install test test-unit test-e2e test-v2 lint bench
 
 all: build
 
@@ -54,3 +54,8 @@ test-v2:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# crt against containerd-shim-runc-v2 with runc and with crun, on one private containerd
+# (tests/src/bin/bench.rs); needs root. BENCH_RUNS, BENCH_PODS, BENCH_CONTAINERD=1.6|2.
+bench: build
+	CRT_BIN_DIR=$(TARGET_DIR)/release $(CARGO) run --release -p crt-e2e --bin bench
