@@ -9,7 +9,9 @@ use crt_e2e::{assert_no_leaks, secs, Containerd};
 crt_e2e::scenarios!(
     no_fd_leaks_into_the_container,
     cwd_through_a_leaked_fd,
-    runtime_binary_cannot_be_written
+    runtime_binary_cannot_be_written,
+    masking_cannot_be_undone,
+    mount_destination_symlink_stays_inside
 );
 
 /// The shell's own fds, as numbers (listed by a child, so the listing adds none; no pipeline,
@@ -116,6 +118,76 @@ fn runtime_binary_cannot_be_written(c: &Containerd) {
     assert!(
         out.stdout.contains("Permission denied") && !out.stdout.contains("rc=0"),
         "a container process must not open the helper's exe at all:\n{out}"
+    );
+    assert_no_leaks(c, &[&id]);
+}
+
+/// Masked and read-only /proc entries cannot be undone from inside with the default
+/// capabilities: no unmounting them, no fresh procfs or sysfs, no bind over them.
+fn masking_cannot_be_undone(c: &Containerd) {
+    let id = c.new_id("unmask");
+    let script = "umount /proc/kcore 2>/dev/null && echo umount-ok; \
+                  umount -l /proc/sys 2>/dev/null && echo umount-sys-ok; \
+                  mkdir -p /tmp/p /tmp/s; \
+                  mount -t proc proc /tmp/p 2>/dev/null && echo proc-ok; \
+                  mount -t sysfs sysfs /tmp/s 2>/dev/null && echo sysfs-ok; \
+                  mount --bind /tmp /proc/sys 2>/dev/null && echo bind-ok; \
+                  echo 1 > /proc/sys/kernel/panic 2>/dev/null && echo write-ok; \
+                  for f in /proc/kcore /proc/keys /proc/timer_list; do \
+                    [ -e $f ] && echo masked-size=$(wc -c < $f); done; echo done";
+    let out = c.run(&id, &["sh", "-c", script]);
+    assert!(out.stdout.contains("done"), "{out}");
+    for bad in [
+        "umount-ok",
+        "umount-sys-ok",
+        "proc-ok",
+        "sysfs-ok",
+        "bind-ok",
+        "write-ok",
+    ] {
+        assert!(
+            !out.stdout.contains(bad),
+            "{bad}: masking undone from inside:\n{out}"
+        );
+    }
+    assert!(
+        out.stdout.contains("masked-size=")
+            && !out
+                .stdout
+                .lines()
+                .any(|l| l.starts_with("masked-size=") && l != "masked-size=0"),
+        "masked /proc files stay empty:\n{out}"
+    );
+    assert_no_leaks(c, &[&id]);
+}
+
+/// A symlink in the image pointing out of the root (absolute, or up with ..) cannot carry a
+/// mount destination to the host: it resolves inside the container's root.
+fn mount_destination_symlink_stays_inside(c: &Containerd) {
+    let outside = c.harness_dir().join("outside-target");
+    std::fs::create_dir_all(&outside).unwrap();
+    let id = c.new_id("symlink");
+    let mut spec = c.config_spec(&id, &["sh", "-c", "ls -d /escape/x /up/y && echo inside"]);
+    let root = std::path::PathBuf::from(spec["root"]["path"].as_str().unwrap());
+    std::os::unix::fs::symlink(&outside, root.join("escape")).unwrap();
+    std::os::unix::fs::symlink(
+        format!("../../../../../..{}", outside.display()),
+        root.join("up"),
+    )
+    .unwrap();
+    let mounts = spec["mounts"].as_array_mut().unwrap();
+    mounts.push(crt_e2e::json!({"destination": "/escape/x", "type": "tmpfs", "source": "tmpfs"}));
+    mounts.push(crt_e2e::json!({"destination": "/up/y", "type": "tmpfs", "source": "tmpfs"}));
+    let before = crt_e2e::util::host_mounts().len();
+    let out = c.run_config(&id, &spec);
+    assert!(out.success() && out.stdout.contains("inside"), "{out}");
+    assert!(
+        !outside.join("x").exists() && !outside.join("y").exists(),
+        "a mount point was created on the host through a symlink"
+    );
+    assert!(
+        crt_e2e::util::host_mounts().len() <= before,
+        "a mount leaked to the host"
     );
     assert_no_leaks(c, &[&id]);
 }

@@ -43,12 +43,22 @@ pub fn openat2_in_root(root: &OwnedFd, rel: &str, flags: i32) -> std::io::Result
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// Open (creating as needed) a directory inside the root; returns an O_PATH fd.
+/// Open (creating as needed) a directory inside the root; returns an O_PATH fd. A dangling
+/// symlink on the way is followed as the kernel would inside the root, and its target created
+/// (runc does the same), so `/var/run -> /run` style images take mounts below such links.
 pub fn mkdir_all(root: &OwnedFd, path: &str) -> std::io::Result<OwnedFd> {
+    mkdir_all_depth(root, path, 0)
+}
+
+fn mkdir_all_depth(root: &OwnedFd, path: &str, depth: u32) -> std::io::Result<OwnedFd> {
+    if depth > 40 {
+        return Err(std::io::Error::from_raw_os_error(libc::ELOOP));
+    }
     let comps = components(path);
     let mut cur = openat2_in_root(root, ".", libc::O_PATH | libc::O_DIRECTORY)?;
     let mut done = String::new();
     for c in comps {
+        let parent = done.clone();
         if !done.is_empty() {
             done.push('/');
         }
@@ -63,6 +73,17 @@ pub fn mkdir_all(root: &OwnedFd, path: &str) -> std::io::Result<OwnedFd> {
                     let e = std::io::Error::last_os_error();
                     if e.raw_os_error() != Some(libc::EEXIST) {
                         return Err(e);
+                    }
+                    // Something is there but does not resolve: a dangling symlink. Create its
+                    // target, resolved inside the root, then go on through it.
+                    if let Ok(target) = nix::fcntl::readlinkat(&cur, c) {
+                        let target = target.to_string_lossy().into_owned();
+                        let inside = if target.starts_with('/') {
+                            target
+                        } else {
+                            format!("{parent}/{target}")
+                        };
+                        mkdir_all_depth(root, &inside, depth + 1)?;
                     }
                 }
                 cur = openat2_in_root(root, &done, libc::O_PATH | libc::O_DIRECTORY)?;
@@ -150,6 +171,21 @@ mod tests {
         assert!(
             dir.join("tmp/file").is_file(),
             "`up` must resolve to <root>/tmp"
+        );
+        // Dangling links: their targets are created inside the root, never outside.
+        let outside = dir.join("outside-never");
+        std::os::unix::fs::symlink(&outside, dir.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../new/dir", dir.join("rel")).unwrap();
+        ensure(&root, "/abs/x", true).unwrap();
+        let inside = dir.join(outside.strip_prefix("/").unwrap()).join("x");
+        assert!(inside.is_dir(), "{} must exist", inside.display());
+        assert!(!outside.exists(), "nothing is created outside the root");
+        ensure(&root, "/rel/y", false).unwrap();
+        assert!(dir.join("new/dir/y").is_file());
+        std::os::unix::fs::symlink("loop", dir.join("loop")).unwrap();
+        assert!(
+            ensure(&root, "/loop/z", true).is_err(),
+            "a symlink loop ends in an error"
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }
