@@ -39,6 +39,8 @@ pub enum Msg {
     /// The helper waits before pivot_root while the runtime runs prestart/createRuntime hooks.
     Hooks,
     Continue,
+    /// A seccomp user-notification fd rides with this frame, for the spec's listenerPath.
+    SeccompListener,
     Ready,
     Start,
     Error(String),

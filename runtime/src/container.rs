@@ -128,14 +128,18 @@ impl Container {
                     .and_then(|()| hooks::run_all("createRuntime", create_runtime, &state))
                     .map_err(RuntimeError::Init)
             };
+            let listener = Listener::of(&loaded.plan.process.seccomp, &loaded.plan.hook_state);
             let (pid, ch, console) = spawn_handshake(
                 flags,
                 &cg,
                 opts.stdio,
                 Msg::Plan(Box::new(loaded.plan.clone())),
                 opts.log,
-                &mut record_pid,
-                &mut runtime_hooks,
+                HandshakeEvents {
+                    on_pid: &mut record_pid,
+                    on_hooks: &mut runtime_hooks,
+                    listener: listener.as_ref(),
+                },
             )?;
             Ok((pid, cg, ch, console))
         })();
@@ -173,7 +177,8 @@ impl Container {
     /// Release the init to exec the user's program; returns once exec succeeded or failed,
     /// and the poststart hooks ran (their failures are logged only, as the spec says).
     pub fn start(&mut self) -> Result<()> {
-        release(&mut self.channel)?;
+        let listener = Listener::of(&self.seccomp, &self.hook_state);
+        release(&mut self.channel, listener.as_ref(), self.pid)?;
         if !self.poststart.is_empty() {
             let state = self.hook_state.json("running", self.pid);
             hooks::run_logged("poststart", &self.poststart, &state);
@@ -190,6 +195,7 @@ impl Container {
         log: &dyn Fn(&str),
     ) -> Result<Exec> {
         process.seccomp = self.seccomp.clone();
+        let listener = Listener::of(&self.seccomp, &self.hook_state);
         let plan = ExecPlan {
             init_pid: self.pid,
             namespaces: self.namespaces.clone(),
@@ -206,14 +212,18 @@ impl Container {
             stdio,
             Msg::Exec(Box::new(plan)),
             log,
-            &mut note,
-            &mut |_| Err(RuntimeError::Init("an exec asked for hooks".into())),
+            HandshakeEvents {
+                on_pid: &mut note,
+                on_hooks: &mut |_| Err(RuntimeError::Init("an exec asked for hooks".into())),
+                listener: listener.as_ref(),
+            },
         );
         match res {
             Ok((pid, channel, console)) => Ok(Exec {
                 pid,
                 channel: Some(channel),
                 console,
+                listener,
             }),
             Err(e) => {
                 if let Some(pid) = helper {
@@ -299,6 +309,14 @@ impl Container {
     }
 }
 
+/// What the handshake calls back for: every pid the helper is known by, the runtime-side hooks,
+/// and where a seccomp listener fd goes.
+struct HandshakeEvents<'a> {
+    on_pid: &'a mut dyn FnMut(i32) -> Result<()>,
+    on_hooks: &'a mut dyn FnMut(i32) -> Result<()>,
+    listener: Option<&'a Listener>,
+}
+
 /// Start the helper in `cgroup` and take it through the handshake up to Ready. `on_pid` hears
 /// every pid the process is known by (the helper, then the forked child when it joins a pid
 /// namespace), so the caller can kill it if this fails. Returns the pty master too when the
@@ -309,8 +327,7 @@ fn spawn_handshake(
     stdio: [BorrowedFd<'_>; 3],
     plan: Msg,
     log: &dyn Fn(&str),
-    on_pid: &mut dyn FnMut(i32) -> Result<()>,
-    on_hooks: &mut dyn FnMut(i32) -> Result<()>,
+    ev: HandshakeEvents<'_>,
 ) -> Result<(i32, Channel, Option<Console>)> {
     let (ours, theirs) = UnixStream::pair().map_err(io("socketpair"))?;
     let cg_fd = cgroup.dir_fd()?;
@@ -321,7 +338,7 @@ fn spawn_handshake(
         theirs.as_fd(),
     )?;
     drop(theirs);
-    on_pid(pid)?;
+    (ev.on_pid)(pid)?;
     if cg_fd.is_none() {
         cgroup.add_pid(pid)?;
     }
@@ -338,8 +355,9 @@ fn spawn_handshake(
                     .ok_or_else(|| RuntimeError::Init("pty master missing from init".into()))?;
                 console = Some(Console::new(fd));
             }
+            Some(Msg::SeccompListener) => forward_listener(&mut ch, ev.listener, pid, "creating")?,
             Some(Msg::Hooks) => {
-                if let Err(e) = on_hooks(pid) {
+                if let Err(e) = (ev.on_hooks)(pid) {
                     let _ = ch.send(&Msg::Error(e.to_string()));
                     return Err(e);
                 }
@@ -347,7 +365,7 @@ fn spawn_handshake(
             }
             Some(Msg::Pid(p)) => {
                 pid = p;
-                on_pid(p)?;
+                (ev.on_pid)(p)?;
             }
             Some(Msg::Ready) => return Ok((pid, ch, console)),
             Some(Msg::Error(e)) => return Err(RuntimeError::Init(e)),
@@ -362,19 +380,60 @@ fn spawn_handshake(
 }
 
 /// Release a helper waiting at Ready to exec; returns once exec succeeded or failed.
-fn release(channel: &mut Option<Channel>) -> Result<()> {
+fn release(channel: &mut Option<Channel>, listener: Option<&Listener>, pid: i32) -> Result<()> {
     let mut ch = channel
         .take()
         .ok_or(RuntimeError::BadState("already started"))?;
     let lost = |e: std::io::Error| RuntimeError::Init(format!("talk to init: {e}"));
     ch.send(&Msg::Start).map_err(lost)?;
-    match ch.recv().map_err(lost)? {
-        None => Ok(()),
-        Some(Msg::Error(e)) => Err(RuntimeError::Init(e)),
-        Some(other) => Err(RuntimeError::Init(format!(
-            "unexpected {other:?} from init"
-        ))),
+    loop {
+        match ch.recv().map_err(lost)? {
+            None => return Ok(()),
+            Some(Msg::SeccompListener) => forward_listener(&mut ch, listener, pid, "created")?,
+            Some(Msg::Error(e)) => return Err(RuntimeError::Init(e)),
+            Some(other) => {
+                return Err(RuntimeError::Init(format!(
+                    "unexpected {other:?} from init"
+                )))
+            }
+        }
     }
+}
+
+/// Where a seccomp user-notification fd goes (linux.seccomp.listenerPath), and what the
+/// listener is told with it.
+#[derive(Clone)]
+struct Listener {
+    path: PathBuf,
+    metadata: String,
+    state: StateBase,
+}
+
+impl Listener {
+    fn of(seccomp: &Option<crate::seccomp::SeccompProgram>, state: &StateBase) -> Option<Self> {
+        let (path, metadata) = seccomp.as_ref()?.listener.clone()?;
+        Some(Listener {
+            path,
+            metadata,
+            state: state.clone(),
+        })
+    }
+}
+
+/// The fd that came with a SeccompListener frame, on to the spec's listener.
+fn forward_listener(
+    ch: &mut Channel,
+    listener: Option<&Listener>,
+    pid: i32,
+    status: &str,
+) -> Result<()> {
+    let fd = ch
+        .take_fd()
+        .ok_or_else(|| RuntimeError::Init("seccomp listener fd missing from init".into()))?;
+    let l = listener
+        .ok_or_else(|| RuntimeError::Init("a seccomp listener fd nobody asked for".into()))?;
+    let state = serde_json::from_slice(&l.state.json(status, pid)).unwrap_or_default();
+    crate::seccomp::send_to_listener(&l.path, &l.metadata, pid, state, fd.as_fd())
 }
 
 /// An exec'd process between Exec and Start. Dropping it before Start makes it exit.
@@ -382,6 +441,7 @@ pub struct Exec {
     pid: i32,
     channel: Option<Channel>,
     console: Option<Console>,
+    listener: Option<Listener>,
 }
 
 impl Exec {
@@ -395,7 +455,7 @@ impl Exec {
     }
 
     pub fn start(&mut self) -> Result<()> {
-        release(&mut self.channel)
+        release(&mut self.channel, self.listener.as_ref(), self.pid)
     }
 }
 

@@ -69,7 +69,7 @@ pub fn features() -> serde_json::Value {
                 "enabled": true,
                 "actions": ["SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL",
                             "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG",
-                            "SCMP_ACT_TRACE", "SCMP_ACT_TRAP"],
+                            "SCMP_ACT_NOTIFY", "SCMP_ACT_TRACE", "SCMP_ACT_TRAP"],
                 "operators": ["SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE",
                               "SCMP_CMP_LT", "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"],
                 "archs": SECCOMP_ARCHS,
@@ -77,7 +77,8 @@ pub fn features() -> serde_json::Value {
                                "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
                                "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"],
                 "supportedFlags": ["SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG",
-                                   "SECCOMP_FILTER_FLAG_SPEC_ALLOW"]
+                                   "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+                                   "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"]
             },
             "apparmor": {"enabled": crate::lsm::apparmor_enabled()},
             "selinux": {"enabled": crate::lsm::selinux_enabled()},
@@ -126,6 +127,7 @@ mod tests {
             .collect();
         let spec = serde_json::json!({
             "defaultAction": "SCMP_ACT_ALLOW",
+            "listenerPath": "/run/listener.sock",
             "architectures": list("archs"),
             "flags": list("supportedFlags"),
             "syscalls": rules,

@@ -7,6 +7,7 @@
 
 use std::io::{Read, Seek};
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use libseccomp::{
@@ -26,11 +27,54 @@ pub struct SeccompProgram {
     pub bpf: Vec<u8>,
     /// SECCOMP_FILTER_FLAG_* for seccomp(2).
     pub flags: u32,
+    /// With SCMP_ACT_NOTIFY rules: where the notification fd goes (linux.seccomp.listenerPath)
+    /// and the metadata sent with it. The helper loads with NEW_LISTENER and hands the fd back.
+    pub listener: Option<(PathBuf, String)>,
+}
+
+impl SeccompProgram {
+    pub fn has_listener(&self) -> bool {
+        self.flags & FLAG_NEW_LISTENER != 0
+    }
+}
+
+/// Hand a notification fd to the spec's listener: a unix socket, one message with the OCI
+/// ContainerProcessState JSON and the fd as SCM_RIGHTS (runc's protocol).
+pub fn send_to_listener(
+    path: &Path,
+    metadata: &str,
+    pid: i32,
+    state: serde_json::Value,
+    fd: std::os::fd::BorrowedFd<'_>,
+) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let io = |e: std::io::Error| bad(format!("listenerPath {}: {e}", path.display()));
+    let sock = std::os::unix::net::UnixStream::connect(path).map_err(io)?;
+    let msg = serde_json::json!({
+        "ociVersion": "1.2.0",
+        "fds": ["seccompFd"],
+        "pid": pid,
+        "metadata": metadata,
+        "state": state,
+    });
+    let body = serde_json::to_vec(&msg).map_err(|e| bad(e.to_string()))?;
+    let fds = [fd.as_raw_fd()];
+    nix::sys::socket::sendmsg::<()>(
+        sock.as_raw_fd(),
+        &[std::io::IoSlice::new(&body)],
+        &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+        nix::sys::socket::MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| io(e.into()))?;
+    Ok(())
 }
 
 const FLAG_TSYNC: u32 = 1;
 const FLAG_LOG: u32 = 2;
 const FLAG_SPEC_ALLOW: u32 = 4;
+const FLAG_NEW_LISTENER: u32 = 8;
+const FLAG_WAIT_KILLABLE_RECV: u32 = 32;
 
 fn bad(msg: impl Into<String>) -> RuntimeError {
     RuntimeError::InvalidSpec(format!("linux.seccomp: {}", msg.into()))
@@ -54,11 +98,7 @@ fn action(a: A, errno_ret: Option<u32>, what: &str) -> Result<ScmpAction> {
         ),
         A::ScmpActLog => ScmpAction::Log,
         A::ScmpActAllow => ScmpAction::Allow,
-        A::ScmpActNotify => {
-            return Err(RuntimeError::Unsupported {
-                field: format!("{what} SCMP_ACT_NOTIFY (seccomp user notification)"),
-            })
-        }
+        A::ScmpActNotify => ScmpAction::Notify,
     })
 }
 
@@ -77,11 +117,6 @@ fn compare(op: Op, value: u64, value_two: u64) -> (ScmpCompareOp, u64) {
 
 /// Compile the spec's filter.
 pub fn compile(s: &LinuxSeccomp) -> Result<SeccompProgram> {
-    if s.listener_path().is_some() {
-        return Err(RuntimeError::Unsupported {
-            field: "linux.seccomp.listenerPath (seccomp user notification)".into(),
-        });
-    }
     let default = action(s.default_action(), s.default_errno_ret(), "defaultAction")?;
     let mut ctx = ScmpFilterContext::new(default).map_err(lib("new filter"))?;
     // The spec's noNewPrivileges decides that, not the filter.
@@ -102,14 +137,7 @@ pub fn compile(s: &LinuxSeccomp) -> Result<SeccompProgram> {
             F::SeccompFilterFlagTsync => FLAG_TSYNC,
             F::SeccompFilterFlagLog => FLAG_LOG,
             F::SeccompFilterFlagSpecAllow => FLAG_SPEC_ALLOW,
-            // The kernel takes it only with a user-notification listener.
-            F::SeccompFilterFlagWaitKillableRecv => {
-                return Err(RuntimeError::Unsupported {
-                    field: "linux.seccomp.flags SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV \
-                            (seccomp user notification)"
-                        .into(),
-                })
-            }
+            F::SeccompFilterFlagWaitKillableRecv => FLAG_WAIT_KILLABLE_RECV,
         };
     }
     for (i, rule) in s
@@ -168,9 +196,33 @@ pub fn compile(s: &LinuxSeccomp) -> Result<SeccompProgram> {
             res.map_err(lib(&format!("{what} ({name})")))?;
         }
     }
+    let notify = s
+        .syscalls()
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .any(|r| r.action() == A::ScmpActNotify)
+        || s.default_action() == A::ScmpActNotify;
+    let listener = match (notify, s.listener_path()) {
+        (true, Some(p)) if p.is_absolute() => {
+            flags |= FLAG_NEW_LISTENER;
+            Some((p.clone(), s.listener_metadata().clone().unwrap_or_default()))
+        }
+        (true, Some(p)) => {
+            return Err(bad(format!("listenerPath {} is not absolute", p.display())))
+        }
+        (true, None) => return Err(bad("SCMP_ACT_NOTIFY needs a listenerPath")),
+        (false, _) => None,
+    };
+    if flags & FLAG_WAIT_KILLABLE_RECV != 0 && listener.is_none() {
+        return Err(bad(
+            "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV needs SCMP_ACT_NOTIFY rules",
+        ));
+    }
     Ok(SeccompProgram {
         bpf: export(&ctx)?,
         flags,
+        listener,
     })
 }
 
@@ -246,7 +298,19 @@ mod tests {
         })))
         .unwrap_err()
         .to_string();
-        assert!(notify.contains("SCMP_ACT_NOTIFY"), "{notify}");
+        assert!(notify.contains("listenerPath"), "{notify}");
+        let ok = compile(&seccomp(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "listenerPath": "/run/l.sock", "listenerMetadata": "m",
+            "flags": ["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"],
+            "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]
+        })))
+        .unwrap();
+        assert!(ok.has_listener());
+        assert_eq!(
+            ok.listener,
+            Some((PathBuf::from("/run/l.sock"), "m".to_string()))
+        );
         let index = compile(&seccomp(serde_json::json!({
             "defaultAction": "SCMP_ACT_ALLOW",
             "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO",

@@ -663,7 +663,7 @@ mod tests {
             v["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW",
                 "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]})
         });
-        assert!(e.unwrap_err().to_string().contains("SCMP_ACT_NOTIFY"));
+        assert!(e.unwrap_err().to_string().contains("listenerPath"));
         let e = with(|v| v["linux"]["namespaces"][0]["type"] = "user".into());
         assert!(e.unwrap_err().to_string().contains("user"));
         let e = with(|v| {

@@ -72,7 +72,7 @@ pub const FIELDS: &[(&str, Handling, &str, &str)] = &[
     ("linux.resources", Applied, r#"{"memory": {"limit": 67108864}, "pids": {"limit": 10}}"#, "devices, memory, cpu, pids, blockIO, hugepageLimits, network, rdma, unified on cgroup v1 and v2; what the host cannot apply is an error"),
     ("linux.intelRdt", Refused, r#"{"closID": "x"}"#, "resctrl: not supported"),
     ("linux.sysctl", Applied, r#"{"kernel.domainname": "example.org"}"#, "only keys of the container's own namespaces"),
-    ("linux.seccomp", Applied, r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]}"#, "compiled with libseccomp, loaded last; user notification refused"),
+    ("linux.seccomp", Applied, r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]}"#, "compiled with libseccomp, loaded last; SCMP_ACT_NOTIFY fds go to listenerPath"),
     ("linux.rootfsPropagation", Applied, r#""rslave""#, "propagation of / in the container"),
     ("linux.maskedPaths", Applied, r#"["/proc/kcore"]"#, "/dev/null or an empty read-only tmpfs over each"),
     ("linux.readonlyPaths", Applied, r#"["/proc/sys"]"#, "read-only bind over each"),

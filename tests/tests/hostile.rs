@@ -234,9 +234,9 @@ const CASES: &[(&str, Patch, &str)] = &[
         "access 'z'",
     ),
     (
-        "seccomp notify",
+        "seccomp notify without a listener",
         |s| s["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]}),
-        "SCMP_ACT_NOTIFY",
+        "listenerPath",
     ),
     (
         "seccomp argument index 7",

@@ -219,7 +219,7 @@ fn finish(ch: &mut Channel, p: &ProcessPlan, init: Option<&Plan>) -> Result<(), 
         // Without no_new_privs loading seccomp takes CAP_SYS_ADMIN: before credentials drop it.
         // (With it, process::exec loads the filter right before execve.)
         if let Some(sc) = &p.seccomp {
-            process::load_seccomp(sc)?;
+            process::load_seccomp(sc, ch)?;
         }
     }
     process::set_credentials(p)?;
@@ -244,7 +244,7 @@ fn finish(ch: &mut Channel, p: &ProcessPlan, init: Option<&Plan>) -> Result<(), 
             "created",
         )?;
     }
-    Err(process::exec(p, &prepared))
+    Err(process::exec(p, &prepared, ch))
 }
 
 /// Join the namespaces given by path, the mount namespace last (the others' paths are host

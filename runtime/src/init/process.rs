@@ -5,6 +5,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::caps::CapSets;
+use std::os::fd::FromRawFd;
+
+use crate::channel::{Channel, Msg};
 use crate::seccomp::SeccompProgram;
 use crate::spec::{ProcessPlan, DEFAULT_PATH};
 
@@ -235,7 +238,7 @@ pub fn prepare(p: &ProcessPlan, path: &Path) -> R<Prepared> {
 }
 
 /// The last steps before exec, and exec itself. Returns only on failure.
-pub fn exec(p: &ProcessPlan, prep: &Prepared) -> String {
+pub fn exec(p: &ProcessPlan, prep: &Prepared, ch: &mut Channel) -> String {
     // SAFETY: umask never fails.
     unsafe { libc::umask(p.umask.unwrap_or(0o022) as libc::mode_t) };
     if p.no_new_privileges {
@@ -264,7 +267,7 @@ pub fn exec(p: &ProcessPlan, prep: &Prepared) -> String {
         // With no_new_privs seccomp needs no privilege: load it last, so the filter sees no
         // syscall of ours but execve.
         if let Some(sc) = &p.seccomp {
-            if let Err(e) = load_seccomp(sc) {
+            if let Err(e) = load_seccomp(sc, ch) {
                 return e;
             }
         }
@@ -315,8 +318,9 @@ pub fn set_scheduling(p: &ProcessPlan) -> R<()> {
     Ok(())
 }
 
-/// Load the container's seccomp filter into this process.
-pub fn load_seccomp(sc: &SeccompProgram) -> R<()> {
+/// Load the container's seccomp filter into this process, and hand its user-notification fd (if
+/// it has SCMP_ACT_NOTIFY rules) to the runtime for the spec's listener.
+pub fn load_seccomp(sc: &SeccompProgram, ch: &mut Channel) -> R<()> {
     let filter: Vec<libc::sock_filter> = sc
         .bpf
         .chunks_exact(8)
@@ -344,6 +348,12 @@ pub fn load_seccomp(sc: &SeccompProgram) -> R<()> {
     };
     if rc < 0 {
         return Err(errno("load the linux.seccomp filter"));
+    }
+    if sc.has_listener() {
+        // SAFETY: with NEW_LISTENER, seccomp(2) returned a new fd that is ours.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(rc as i32) };
+        ch.send_fd(&Msg::SeccompListener, std::os::fd::AsFd::as_fd(&fd))
+            .map_err(|e| format!("hand over the seccomp listener fd: {e}"))?;
     }
     Ok(())
 }
