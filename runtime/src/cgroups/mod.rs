@@ -295,6 +295,7 @@ impl Manager {
     /// Apply the spec's linux.resources; call before the user's process runs.
     /// Anything the host cannot apply is an error naming the field.
     pub fn apply(&self, resources: &oci_spec::runtime::LinuxResources) -> Result<()> {
+        check_ranges(resources)?;
         match self {
             Manager::V1(m) => m.apply(resources),
             Manager::V2(m) => m.apply(resources),
@@ -377,10 +378,77 @@ fn controllers_from_mount_point(mount_point: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Values the spec forbids, refused alike on every host: v1's kernel would reject them, while
+/// v2's conversions (blkio weight to io.weight, -1 to "max") must not turn them into something
+/// else silently. blkio weights are 10..1000; memory values are bytes or -1 (unlimited).
+fn check_ranges(r: &oci_spec::runtime::LinuxResources) -> Result<()> {
+    if let Some(m) = r.memory() {
+        for (field, v) in [
+            ("linux.resources.memory.limit", m.limit()),
+            ("linux.resources.memory.reservation", m.reservation()),
+            ("linux.resources.memory.swap", m.swap()),
+        ] {
+            if let Some(v) = v.filter(|&v| v < -1) {
+                return Err(CgroupError::InvalidValue {
+                    field: field.to_string(),
+                    reason: format!("{v}: bytes, or -1 for no limit"),
+                });
+            }
+        }
+    }
+    let Some(b) = r.block_io() else {
+        return Ok(());
+    };
+    let mut weights = vec![
+        ("linux.resources.blockIO.weight".to_string(), b.weight()),
+        (
+            "linux.resources.blockIO.leafWeight".to_string(),
+            b.leaf_weight(),
+        ),
+    ];
+    for d in b.weight_device().iter().flatten() {
+        let dev = format!("{}:{}", d.major(), d.minor());
+        weights.push((
+            format!("linux.resources.blockIO.weightDevice[{dev}].weight"),
+            d.weight(),
+        ));
+        weights.push((
+            format!("linux.resources.blockIO.weightDevice[{dev}].leafWeight"),
+            d.leaf_weight(),
+        ));
+    }
+    for (field, w) in weights {
+        if let Some(w) = w.filter(|&w| w != 0 && !(10..=1000).contains(&w)) {
+            return Err(CgroupError::InvalidValue {
+                field,
+                reason: format!("{w} is not in 10..1000"),
+            });
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::test_util::*;
     use super::*;
+
+    #[test]
+    fn values_outside_the_spec_ranges_are_refused_on_every_host() {
+        let r: oci_spec::runtime::LinuxResources =
+            serde_json::from_value(serde_json::json!({"blockIO": {"weight": 5000}})).unwrap();
+        let e = check_ranges(&r).unwrap_err().to_string();
+        assert!(e.contains("blockIO.weight") && e.contains("5000"), "{e}");
+        let ok: oci_spec::runtime::LinuxResources = serde_json::from_value(
+            serde_json::json!({"blockIO": {"weight": 500}, "memory": {"limit": -1}}),
+        )
+        .unwrap();
+        check_ranges(&ok).unwrap();
+        let neg: oci_spec::runtime::LinuxResources =
+            serde_json::from_value(serde_json::json!({"memory": {"limit": -5}})).unwrap();
+        let e = check_ranges(&neg).unwrap_err().to_string();
+        assert!(e.contains("memory.limit") && e.contains("-5"), "{e}");
+    }
 
     #[test]
     fn state_roundtrip_v1_and_v2() {
