@@ -118,6 +118,37 @@ pub fn spawn_init(
     Ok(ret as i32)
 }
 
+/// Make `fds[i]` fd number `i` (async-signal-safe: no allocation). Every source is first moved
+/// above the target range, so no dup2 clobbers a source still to be placed; the copies are
+/// close-on-exec. At most MAX_PROGRAM_FDS fds.
+unsafe fn place_fds(fds: &[RawFd]) -> bool {
+    let mut high = [0 as RawFd; MAX_PROGRAM_FDS];
+    if fds.len() > MAX_PROGRAM_FDS {
+        return false;
+    }
+    for (i, fd) in fds.iter().enumerate() {
+        high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 64);
+        if high[i] < 0 {
+            return false;
+        }
+    }
+    for (i, fd) in high.iter().enumerate().take(fds.len()) {
+        if libc::dup2(*fd, i as RawFd) < 0 {
+            return false;
+        }
+    }
+    true
+}
+
+/// A program started by the shim gets an empty signal mask (the shim blocks SIGCHLD) and the
+/// default SIGPIPE (Rust ignores it); async-signal-safe.
+unsafe fn reset_signals() {
+    let mut set: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut set);
+    libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+}
+
 /// Runs in the cloned child: async-signal-safe calls only.
 unsafe fn exec_child(
     fds: &[RawFd; 5],
@@ -126,18 +157,8 @@ unsafe fn exec_child(
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
 ) -> ! {
-    // Move every source above the target range first, so no dup2 clobbers a later source.
-    let mut high = [0 as RawFd; 5];
-    for (i, fd) in fds.iter().enumerate() {
-        high[i] = libc::fcntl(*fd, libc::F_DUPFD, 16);
-        if high[i] < 0 {
-            libc::_exit(126);
-        }
-    }
-    for (i, fd) in high.iter().enumerate() {
-        if libc::dup2(*fd, i as RawFd) < 0 {
-            libc::_exit(126);
-        }
+    if !place_fds(fds) {
+        libc::_exit(126);
     }
     // Nothing of the shim's (ttrpc sockets, other containers' fifos) may reach the container.
     libc::syscall(libc::SYS_close_range, 5u32, u32::MAX, 0u32);
@@ -273,30 +294,19 @@ unsafe fn exec_program(
         libc::write(fd, &e as *const i32 as *const libc::c_void, 4);
         libc::_exit(127)
     };
-    let mut high = [0 as RawFd; MAX_PROGRAM_FDS];
-    for i in 0..n {
-        high[i] = libc::fcntl(fds[i], libc::F_DUPFD_CLOEXEC, 64);
-        if high[i] < 0 {
-            fail(err);
-        }
-    }
+    // The error pipe goes above the program's fds first, so placing them cannot clobber it.
     let err_high = libc::fcntl(err, libc::F_DUPFD_CLOEXEC, 64);
     if err_high < 0 {
         fail(err);
     }
-    for (i, fd) in high.iter().enumerate().take(n) {
-        if libc::dup2(*fd, i as RawFd) < 0 {
-            fail(err_high);
-        }
+    if !place_fds(&fds[..n]) {
+        fail(err_high);
     }
     if libc::dup3(err_high, n as RawFd, libc::O_CLOEXEC) < 0 {
         fail(err_high);
     }
     libc::syscall(libc::SYS_close_range, n as u32 + 1, u32::MAX, 0u32);
-    let mut set: libc::sigset_t = std::mem::zeroed();
-    libc::sigemptyset(&mut set);
-    libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-    libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    reset_signals();
     libc::execve(exe, argv, envp);
     fail(n as RawFd)
 }
@@ -591,23 +601,11 @@ unsafe fn intermediary(
         std::mem::size_of::<CloneArgs>(),
     );
     if pid == 0 {
-        let mut high = [0 as RawFd; 3];
-        for i in 0..3 {
-            high[i] = libc::fcntl(fds[i], libc::F_DUPFD_CLOEXEC, 64);
-            if high[i] < 0 {
-                libc::_exit(127);
-            }
-        }
-        for (i, fd) in high.iter().enumerate() {
-            if libc::dup2(*fd, i as RawFd) < 0 {
-                libc::_exit(127);
-            }
+        if !place_fds(&fds[..3]) {
+            libc::_exit(127);
         }
         libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        reset_signals();
         libc::execve(exe, argv, envp);
         libc::_exit(127);
     }
