@@ -578,7 +578,7 @@ fn time_namespace(c: &Containerd) {
         &[
             "sh",
             "-c",
-            "readlink /proc/self/ns/time; cut -d. -f1 /proc/uptime; sleep 1000",
+            "readlink /proc/1/ns/time; readlink /proc/self/ns/time; cut -d. -f1 /proc/uptime; sleep 1000",
         ],
     );
     spec["linux"]["namespaces"]
@@ -592,14 +592,15 @@ fn time_namespace(c: &Containerd) {
         |l| l.chars().all(|ch| ch.is_ascii_digit()),
         crt_e2e::secs(60),
     );
-    let ns = lines
-        .iter()
-        .find(|l| l.starts_with("time:"))
-        .cloned()
-        .unwrap_or_default();
+    let ns_lines: Vec<&String> = lines.iter().filter(|l| l.starts_with("time:")).collect();
+    let ns = ns_lines.first().map(|l| l.to_string()).unwrap_or_default();
     assert!(
         !ns.is_empty() && ns != host_ns,
         "a time namespace of its own: {lines:?}"
+    );
+    assert!(
+        ns_lines.iter().all(|l| **l == ns),
+        "pid 1 itself is in it, not only its children: {lines:?}"
     );
     let uptime: u64 = lines.last().and_then(|l| l.parse().ok()).unwrap_or(0);
     if c.version == crt_e2e::Version::V2 {

@@ -108,6 +108,12 @@ fn run_init(ch: &mut Channel, plan: &Plan) -> Result<(), String> {
             std::fs::write(path, plan.time_offsets.join("\n"))
                 .map_err(|e| format!("linux.timeOffsets: write {path}: {e}"))?;
         }
+        // Enter it ourselves: kernels before 6.x move a process into its time namespace for
+        // children only at fork, not at exec, and the container's pid 1 is us after exec.
+        let path = "/proc/self/ns/time_for_children";
+        let ns = std::fs::File::open(path).map_err(|e| format!("open {path}: {e}"))?;
+        setns(ns, CloneFlags::from_bits_retain(libc::CLONE_NEWTIME))
+            .map_err(|e| format!("enter the time namespace: {e}"))?;
     }
     if plan.has_new_ns(libc::CLONE_NEWCGROUP) {
         // After the runtime placed us in the cgroup, so that cgroup becomes the namespace root.
