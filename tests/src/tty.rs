@@ -139,7 +139,7 @@ impl TtyCommand {
         };
         // The reader stops at EIO once every holder of the slave is gone.
         if let Some(r) = self.reader.take() {
-            let limit = Instant::now() + Duration::from_secs(5);
+            let limit = Instant::now() + Duration::from_secs(30);
             while !r.is_finished() && Instant::now() < limit {
                 thread::sleep(Duration::from_millis(20));
             }
