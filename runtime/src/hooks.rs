@@ -108,48 +108,32 @@ pub fn failure(kind: &str, i: usize, h: &Hook, what: &str, out: &[u8], err: &[u8
     )
 }
 
+/// Run hook #`i` of `kind` in the runtime namespace.
+fn run_one(kind: &str, i: usize, h: &Hook, state: &[u8]) -> std::result::Result<(), String> {
+    let timeout = h.timeout.map(Duration::from_secs);
+    let r = crate::spawn::run_program(&h.path, &h.args, &h.env, state, timeout)
+        .map_err(|e| format!("{kind} hook #{i} {}: {e}", h.path.display()))?;
+    let what = match r.status {
+        Some(0) => return Ok(()),
+        Some(code) => format!("exit status {code}"),
+        None => format!("timed out after {}s", h.timeout.unwrap_or(0)),
+    };
+    Err(failure(kind, i, h, &what, &r.stdout, &r.stderr))
+}
+
 /// Run `list` in the runtime namespace, in order, stopping at the first failure.
 pub fn run_all(kind: &str, list: &[Hook], state: &[u8]) -> std::result::Result<(), String> {
-    for (i, h) in list.iter().enumerate() {
-        let timeout = h.timeout.map(Duration::from_secs);
-        let r = crate::spawn::run_program(&h.path, &h.args, &h.env, state, timeout)
-            .map_err(|e| format!("{kind} hook #{i} {}: {e}", h.path.display()))?;
-        match r.status {
-            Some(0) => {}
-            Some(code) => {
-                return Err(failure(
-                    kind,
-                    i,
-                    h,
-                    &format!("exit status {code}"),
-                    &r.stdout,
-                    &r.stderr,
-                ))
-            }
-            None => {
-                return Err(failure(
-                    kind,
-                    i,
-                    h,
-                    &format!("timed out after {}s", h.timeout.unwrap_or(0)),
-                    &r.stdout,
-                    &r.stderr,
-                ))
-            }
-        }
-    }
-    Ok(())
+    list.iter()
+        .enumerate()
+        .try_for_each(|(i, h)| run_one(kind, i, h, state))
 }
 
 /// As `run_all`, for the hooks whose failures are only logged (poststart, poststop): every hook
 /// runs.
 pub fn run_logged(kind: &str, list: &[Hook], state: &[u8]) {
     for (i, h) in list.iter().enumerate() {
-        if let Err(e) = run_all(kind, std::slice::from_ref(h), state) {
-            log::warn!(
-                "{}",
-                e.replace(&format!("{kind} hook #0"), &format!("{kind} hook #{i}"))
-            );
+        if let Err(e) = run_one(kind, i, h, state) {
+            log::warn!("{e}");
         }
     }
 }

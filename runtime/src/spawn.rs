@@ -38,6 +38,43 @@ struct CloneArgs {
     cgroup: u64,
 }
 
+/// `clone3(2)` without CLONE_VM: fork-like. Async-signal-safe (a raw syscall), so a child may
+/// call it too. 0 in the child, the pid in the parent, -1 with errno on failure.
+unsafe fn clone3(args: &CloneArgs) -> libc::c_long {
+    libc::syscall(
+        libc::SYS_clone3,
+        args as *const CloneArgs,
+        std::mem::size_of::<CloneArgs>(),
+    )
+}
+
+/// Strings as execve(2) takes them: NUL-terminated, in a NULL-terminated pointer array, all
+/// allocated before a fork so the child allocates nothing.
+struct CArray {
+    _strings: Vec<CString>,
+    ptrs: Vec<*const libc::c_char>,
+}
+
+impl CArray {
+    /// `None` when a string holds a NUL byte.
+    fn new<S: AsRef<[u8]>>(items: impl IntoIterator<Item = S>) -> Option<CArray> {
+        let strings = items
+            .into_iter()
+            .map(|s| CString::new(s.as_ref()).ok())
+            .collect::<Option<Vec<_>>>()?;
+        let mut ptrs: Vec<*const libc::c_char> = strings.iter().map(|s| s.as_ptr()).collect();
+        ptrs.push(std::ptr::null());
+        Some(CArray {
+            _strings: strings,
+            ptrs,
+        })
+    }
+
+    fn as_ptr(&self) -> *const *const libc::c_char {
+        self.ptrs.as_ptr()
+    }
+}
+
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 const CLONE_PIDFD: u64 = 0x1000;
 /// The most fds [`spawn_program`] places.
@@ -68,11 +105,9 @@ pub fn spawn_init(
             .unwrap_or(b"/proc/self/exe"),
     )
     .map_err(|_| RuntimeError::Init("exe path".into()))?;
-    let arg0 =
-        CString::new("containerd-shim-crt-v1").map_err(|_| RuntimeError::Init("argv".into()))?;
-    let arg1 = CString::new(INIT_ARG).map_err(|_| RuntimeError::Init("argv".into()))?;
-    let argv: [*const libc::c_char; 3] = [arg0.as_ptr(), arg1.as_ptr(), std::ptr::null()];
-    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    let argv = CArray::new(["containerd-shim-crt-v1", INIT_ARG])
+        .ok_or_else(|| RuntimeError::Init("argv".into()))?;
+    let envp = CArray::new(Vec::<&str>::new()).ok_or_else(|| RuntimeError::Init("envp".into()))?;
     let host_mnt = std::fs::File::open("/proc/self/ns/mnt").map_err(|source| RuntimeError::Io {
         op: "open /proc/self/ns/mnt",
         source,
@@ -96,15 +131,9 @@ pub fn spawn_init(
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = cg.as_raw_fd() as u64;
     }
-    // SAFETY: clone3 without CLONE_VM behaves like fork; the child only runs `exec_child`,
-    // which makes raw syscalls on memory prepared above and never returns.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
+    // SAFETY: the child only runs `exec_child`, which makes raw syscalls on memory prepared
+    // above and never returns.
+    let ret = unsafe { clone3(&args) };
     if ret == 0 {
         unsafe { exec_child(&fds, protect, exe.as_ptr(), argv.as_ptr(), envp.as_ptr()) }
     }
@@ -209,18 +238,11 @@ pub fn spawn_program(
         )));
     }
     let exe = CString::new(path.as_os_str().as_bytes()).map_err(|_| bad("path"))?;
-    let mut cargs = vec![exe.clone()];
-    for a in args {
-        cargs.push(CString::new(a.as_bytes()).map_err(|_| bad("args"))?);
-    }
-    let cenv: Vec<CString> = env
-        .iter()
-        .map(|e| CString::new(e.as_bytes()).map_err(|_| bad("env")))
-        .collect::<Result<_>>()?;
-    let mut argv: Vec<*const libc::c_char> = cargs.iter().map(|a| a.as_ptr()).collect();
-    argv.push(std::ptr::null());
-    let mut envp: Vec<*const libc::c_char> = cenv.iter().map(|a| a.as_ptr()).collect();
-    envp.push(std::ptr::null());
+    let argv = CArray::new(
+        std::iter::once(path.as_os_str().as_bytes()).chain(args.iter().map(|a| a.as_bytes())),
+    )
+    .ok_or_else(|| bad("args"))?;
+    let envp = CArray::new(env).ok_or_else(|| bad("env"))?;
     let mut raw = [-1 as RawFd; MAX_PROGRAM_FDS];
     for (i, f) in fds.iter().enumerate() {
         raw[i] = f.as_raw_fd();
@@ -240,14 +262,8 @@ pub fn spawn_program(
     };
     let n = fds.len();
     let err_fd = err_w.as_raw_fd();
-    // SAFETY: as in spawn_init: fork-like clone3; the child runs only `exec_program`.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
+    // SAFETY: as in spawn_init; the child runs only `exec_program`.
+    let ret = unsafe { clone3(&args) };
     if ret == 0 {
         unsafe { exec_program(&raw, n, err_fd, exe.as_ptr(), argv.as_ptr(), envp.as_ptr()) }
     }
@@ -418,21 +434,13 @@ pub fn run_program(
             source: nix::Error::last(),
         });
     }
-    let cargs: Vec<CString> = if argv.is_empty() {
-        vec![cpath.clone()]
+    let argp = if argv.is_empty() {
+        CArray::new([path.as_os_str().as_bytes()])
     } else {
-        argv.iter()
-            .map(|a| CString::new(a.as_bytes()).map_err(|_| bad("args")))
-            .collect::<Result<_>>()?
-    };
-    let cenv: Vec<CString> = env
-        .iter()
-        .map(|e| CString::new(e.as_bytes()).map_err(|_| bad("env")))
-        .collect::<Result<_>>()?;
-    let mut argp: Vec<*const libc::c_char> = cargs.iter().map(|a| a.as_ptr()).collect();
-    argp.push(std::ptr::null());
-    let mut envp: Vec<*const libc::c_char> = cenv.iter().map(|a| a.as_ptr()).collect();
-    envp.push(std::ptr::null());
+        CArray::new(argv)
+    }
+    .ok_or_else(|| bad("args"))?;
+    let envp = CArray::new(env).ok_or_else(|| bad("env"))?;
     let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"));
     let (in_r, in_w) = pipe()?;
     let (out_r, out_w) = pipe()?;
@@ -448,15 +456,9 @@ pub fn run_program(
         exit_signal: libc::SIGCHLD as u64,
         ..Default::default()
     };
-    // SAFETY: fork-like clone3; the child runs only `intermediary`, raw syscalls on memory
-    // prepared above, and never returns.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
+    // SAFETY: the child runs only `intermediary`, raw syscalls on memory prepared above, and
+    // never returns.
+    let ret = unsafe { clone3(&args) };
     if ret == 0 {
         unsafe { intermediary(&fds, cpath.as_ptr(), argp.as_ptr(), envp.as_ptr()) }
     }
@@ -595,11 +597,7 @@ unsafe fn intermediary(
         exit_signal: libc::SIGCHLD as u64,
         ..Default::default()
     };
-    let pid = libc::syscall(
-        libc::SYS_clone3,
-        &args as *const CloneArgs,
-        std::mem::size_of::<CloneArgs>(),
-    );
+    let pid = clone3(&args);
     if pid == 0 {
         if !place_fds(&fds[..3]) {
             libc::_exit(127);

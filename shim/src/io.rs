@@ -95,6 +95,15 @@ fn clear_nonblock(f: &File) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The (blocking) write end of an output fifo; a read end goes to `readers`, so writes never
+/// see EPIPE once the client is gone.
+fn output_fifo(path: &str, readers: &mut Vec<File>) -> std::io::Result<File> {
+    readers.push(open(path, true, true)?);
+    let w = open(path, false, true)?;
+    clear_nonblock(&w)?;
+    Ok(w)
+}
+
 impl Stdio {
     /// `stdout`/`stderr` are fifo paths or log URIs (see `logging.rs`); empty means none.
     pub fn open(
@@ -123,12 +132,7 @@ impl Stdio {
         for (i, t) in targets.iter().enumerate() {
             let fd: OwnedFd = match t {
                 Target::Fifo(p) if p.is_empty() => open("/dev/null", false, false)?.into(),
-                Target::Fifo(path) => {
-                    readers.push(open(path, true, true)?);
-                    let w = open(path, false, true)?;
-                    clear_nonblock(&w)?;
-                    w.into()
-                }
+                Target::Fifo(path) => output_fifo(path, &mut readers)?.into(),
                 Target::Binary { .. } => logger_fds[i]
                     .take()
                     .ok_or_else(|| io_err("logging binary has no pipe".into()))?,
@@ -177,10 +181,7 @@ impl Stdio {
         }
         let mut term_out = None;
         if !stdout.is_empty() {
-            readers.push(open(stdout, true, true)?);
-            let w = open(stdout, false, true)?;
-            clear_nonblock(&w)?;
-            term_out = Some(w);
+            term_out = Some(output_fifo(stdout, &mut readers)?);
         }
         Ok(Stdio {
             child: Some([null()?, null()?, null()?]),
