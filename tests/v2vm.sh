@@ -27,7 +27,7 @@ RUNTIME=${CRT_TEST_RUNTIME:-io.containerd.crt.v1}
 CARGO=${CARGO:-cargo}
 # The whole suite: on v2 every scenario takes the v2 paths (CLONE_INTO_CGROUP, the eBPF device
 # filter, memory.max/pids.max, cgroup.kill), and it fits in a few minutes even emulated.
-V2VM_TESTS=${V2VM_TESTS:-basic: cgroups: escapes: exec: harness: hooks: hostile: isolation: logging: oom: pause: restart: robustness: seccomp: terminal:}
+V2VM_TESTS=${V2VM_TESTS:-basic: cgroups: escapes: exec: harness: hooks: hostile: isolation: logging: oom: pause: restart: robustness: seccomp: terminal: userns:}
 THREADS=${V2VM_THREADS:-1}
 
 cd "$REPO"

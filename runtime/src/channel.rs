@@ -38,6 +38,8 @@ pub enum Msg {
     Console,
     /// The helper waits before pivot_root while the runtime runs prestart/createRuntime hooks.
     Hooks,
+    /// The helper unshared its user namespace: the runtime writes its uid/gid maps.
+    IdMaps,
     Continue,
     /// A seccomp user-notification fd rides with this frame, for the spec's listenerPath.
     SeccompListener,

@@ -80,7 +80,14 @@ impl Container {
             undo.cgroup = Some(Manager::from_state(&cg.state()));
             cg.create()?;
             if let Some(r) = &loaded.resources {
-                cg.apply(r)?;
+                cg.apply_before_setup(r)?;
+            }
+            let maps = &loaded.plan.id_maps;
+            if let (Some(uid), Some(gid)) = (
+                crate::userns::to_host(&maps.uid, 0),
+                crate::userns::to_host(&maps.gid, 0),
+            ) {
+                cg.delegate(uid, gid)?;
             }
             loaded.plan.cgroup_v2 = cg.is_v2();
             loaded.plan.cgroup_binds = cg
@@ -98,6 +105,9 @@ impl Container {
                 })
                 .collect();
 
+            // With a user namespace the helper makes every namespace itself, after the user
+            // namespace, so that one owns them (userns.rs).
+            let userns = loaded.plan.has_ns(libc::CLONE_NEWUSER);
             let flags = loaded
                 .plan
                 .namespaces
@@ -105,7 +115,8 @@ impl Container {
                 .filter(|n| {
                     // Made by the helper itself: cgroup once it is in its cgroup, time once the
                     // offsets are set, mount once it left its throwaway one (spawn.rs).
-                    n.path.is_none()
+                    !userns
+                        && n.path.is_none()
                         && ![
                             libc::CLONE_NEWCGROUP,
                             libc::CLONE_NEWTIME,
@@ -139,8 +150,12 @@ impl Container {
                     on_pid: &mut record_pid,
                     on_hooks: &mut runtime_hooks,
                     listener: listener.as_ref(),
+                    id_maps: Some(&loaded.plan.id_maps),
                 },
             )?;
+            if let Some(r) = &loaded.resources {
+                cg.apply_devices(r)?;
+            }
             Ok((pid, cg, ch, console))
         })();
         match res {
@@ -216,6 +231,7 @@ impl Container {
                 on_pid: &mut note,
                 on_hooks: &mut |_| Err(RuntimeError::Init("an exec asked for hooks".into())),
                 listener: listener.as_ref(),
+                id_maps: None,
             },
         );
         match res {
@@ -315,6 +331,8 @@ struct HandshakeEvents<'a> {
     on_pid: &'a mut dyn FnMut(i32) -> Result<()>,
     on_hooks: &'a mut dyn FnMut(i32) -> Result<()>,
     listener: Option<&'a Listener>,
+    /// What to write when the helper has unshared its user namespace.
+    id_maps: Option<&'a crate::userns::IdMaps>,
 }
 
 /// Start the helper in `cgroup` and take it through the handshake up to Ready. `on_pid` hears
@@ -358,6 +376,18 @@ fn spawn_handshake(
             Some(Msg::SeccompListener) => forward_listener(&mut ch, ev.listener, pid, "creating")?,
             Some(Msg::Hooks) => {
                 if let Err(e) = (ev.on_hooks)(pid) {
+                    let _ = ch.send(&Msg::Error(e.to_string()));
+                    return Err(e);
+                }
+                ch.send(&Msg::Continue).map_err(lost)?;
+            }
+            Some(Msg::IdMaps) => {
+                let maps = ev
+                    .id_maps
+                    .filter(|m| !m.uid.is_empty())
+                    .ok_or_else(|| RuntimeError::Init("unexpected request for id maps".into()))?;
+                if let Err(e) = maps.write(pid) {
+                    let e = RuntimeError::Init(format!("user namespace: {e}"));
                     let _ = ch.send(&Msg::Error(e.to_string()));
                     return Err(e);
                 }

@@ -37,6 +37,8 @@ pub enum RuntimeError {
     /// The init helper reported a failure: its text is already the whole cause.
     #[error("{0}")]
     Init(String),
+    #[error("rootfs: {0}")]
+    Rootfs(String),
     #[error("container is {0}")]
     BadState(&'static str),
     #[error("state file {path}: {msg}")]

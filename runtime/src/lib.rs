@@ -11,6 +11,7 @@ pub mod features;
 pub mod hooks;
 pub mod init;
 pub mod lsm;
+pub mod mount_api;
 pub mod mountopts;
 pub mod rootfs_mount;
 pub mod sched;
@@ -20,6 +21,7 @@ pub mod spec;
 pub mod spec_fields;
 pub mod state;
 pub mod sysctl;
+pub mod userns;
 
 pub use console::Console;
 pub use container::{cleanup, Container, CreateOpts, Exec};

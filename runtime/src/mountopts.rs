@@ -12,6 +12,21 @@ pub struct MountOptions {
     pub propagation: Vec<u64>,
     /// Filesystem-specific options passed as data (`mode=755`, `size=65536k`, `newinstance`).
     pub data: String,
+    /// MOUNT_ATTR_* set and cleared on the whole tree (`rro`, `rnosuid`, ...).
+    #[serde(default)]
+    pub rec_set: u64,
+    #[serde(default)]
+    pub rec_clear: u64,
+    /// `idmap` / `ridmap`: id-map the bind mount (with the mount's own mappings, else the
+    /// container's); `ridmap` maps every mount of an rbind tree.
+    #[serde(default)]
+    pub idmap: Option<IdmapOption>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum IdmapOption {
+    Top,
+    Recursive,
 }
 
 impl MountOptions {
@@ -25,7 +40,50 @@ impl MountOptions {
 
 /// Options the kernel has no flag for but runc gives a meaning; crt refuses them until it
 /// implements them, rather than passing them on as data and weakening the mount.
-const REFUSED: &[&str] = &["rro", "rrw", "tmpcopyup", "idmap", "ridmap", "recursive"];
+const REFUSED: &[&str] = &["tmpcopyup", "recursive"];
+
+/// runc's recursive options: (name, attributes set, attributes cleared).
+fn recursive(o: &str) -> Option<(u64, u64)> {
+    use crate::mount_api::*;
+    Some(match o {
+        "rro" => (MOUNT_ATTR_RDONLY, 0),
+        "rrw" => (0, MOUNT_ATTR_RDONLY),
+        "rnosuid" => (MOUNT_ATTR_NOSUID, 0),
+        "rsuid" => (0, MOUNT_ATTR_NOSUID),
+        "rnodev" => (MOUNT_ATTR_NODEV, 0),
+        "rdev" => (0, MOUNT_ATTR_NODEV),
+        "rnoexec" => (MOUNT_ATTR_NOEXEC, 0),
+        "rexec" => (0, MOUNT_ATTR_NOEXEC),
+        "rnodiratime" => (MOUNT_ATTR_NODIRATIME, 0),
+        "rdiratime" => (0, MOUNT_ATTR_NODIRATIME),
+        "rnosymfollow" => (MOUNT_ATTR_NOSYMFOLLOW, 0),
+        "rsymfollow" => (0, MOUNT_ATTR_NOSYMFOLLOW),
+        // The atime modes are one field: clear it whole, then set one.
+        "rrelatime" => (MOUNT_ATTR_RELATIME, MOUNT_ATTR_ATIME),
+        "rnoatime" => (MOUNT_ATTR_NOATIME, MOUNT_ATTR_ATIME),
+        "rstrictatime" => (MOUNT_ATTR_STRICTATIME, MOUNT_ATTR_ATIME),
+        _ => return None,
+    })
+}
+
+/// Every recursive option [`parse`] knows, for the features document.
+pub const RECURSIVE_OPTIONS: &[&str] = &[
+    "rro",
+    "rrw",
+    "rnosuid",
+    "rsuid",
+    "rnodev",
+    "rdev",
+    "rnoexec",
+    "rexec",
+    "rnodiratime",
+    "rdiratime",
+    "rnosymfollow",
+    "rsymfollow",
+    "rrelatime",
+    "rnoatime",
+    "rstrictatime",
+];
 
 pub fn parse(options: &[String]) -> Result<MountOptions, String> {
     let mut out = MountOptions::default();
@@ -34,6 +92,25 @@ pub fn parse(options: &[String]) -> Result<MountOptions, String> {
         let o = opt.as_str();
         if REFUSED.contains(&o) || o.starts_with("idmap=") {
             return Err(format!("mount option {o:?} is not supported by crt yet"));
+        }
+        if let Some((set, clear)) = recursive(o) {
+            // A later option wins over an earlier one on the same attribute.
+            let atime = crate::mount_api::MOUNT_ATTR_ATIME;
+            let mask = if clear == atime { atime } else { set | clear };
+            out.rec_set = (out.rec_set & !mask) | set;
+            out.rec_clear = (out.rec_clear & !mask) | clear;
+            continue;
+        }
+        match o {
+            "idmap" => {
+                out.idmap = Some(IdmapOption::Top);
+                continue;
+            }
+            "ridmap" => {
+                out.idmap = Some(IdmapOption::Recursive);
+                continue;
+            }
+            _ => {}
         }
         if let Some(p) = propagation(o) {
             out.propagation.push(p.bits());
@@ -147,7 +224,28 @@ mod tests {
 
     #[test]
     fn refused_options_are_errors() {
-        assert!(parse(&s(&["rro"])).unwrap_err().contains("rro"));
+        assert!(parse(&s(&["tmpcopyup"])).unwrap_err().contains("tmpcopyup"));
+    }
+
+    #[test]
+    fn recursive_options_become_mount_attributes() {
+        use crate::mount_api::*;
+        let o = parse(&s(&["rbind", "rro", "rnosuid", "rnoatime"])).unwrap();
+        assert_eq!(
+            o.rec_set,
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOATIME
+        );
+        assert_eq!(o.rec_clear, MOUNT_ATTR_ATIME);
+        assert_eq!(o.ms_flags(), MsFlags::MS_BIND | MsFlags::MS_REC);
+        let o = parse(&s(&["rro", "rrw"])).unwrap();
+        assert_eq!((o.rec_set, o.rec_clear), (0, MOUNT_ATTR_RDONLY));
+        for r in RECURSIVE_OPTIONS {
+            assert!(parse(&s(&[r])).unwrap().data.is_empty(), "{r}");
+        }
+        assert_eq!(
+            parse(&s(&["ridmap"])).unwrap().idmap,
+            Some(IdmapOption::Recursive)
+        );
     }
 
     #[test]

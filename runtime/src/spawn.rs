@@ -147,6 +147,43 @@ pub fn spawn_init(
     Ok(ret as i32)
 }
 
+/// A child in a new, still unmapped user namespace that lives until the returned pipe end is
+/// closed: whoever holds a user namespace fd needs a process to make it. Safe to call from the
+/// multi-threaded shim (the child only reads and exits); the caller's reaper reaps it.
+pub fn userns_holder() -> Result<(i32, OwnedFd)> {
+    let (rd, wr) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|source| RuntimeError::Sys {
+            op: "pipe",
+            path: "for a user namespace".into(),
+            source,
+        })?;
+    let (rd_raw, wr_raw) = (rd.as_raw_fd(), wr.as_raw_fd());
+    let args = CloneArgs {
+        flags: libc::CLONE_NEWUSER as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    // SAFETY: the child makes three raw syscalls on fds it inherited and never returns.
+    let ret = unsafe { clone3(&args) };
+    if ret == 0 {
+        unsafe {
+            libc::close(wr_raw);
+            let mut b = 0u8;
+            libc::read(rd_raw, (&mut b as *mut u8).cast(), 1);
+            libc::_exit(0);
+        }
+    }
+    if ret < 0 {
+        return Err(RuntimeError::Sys {
+            op: "clone3",
+            path: "CLONE_NEWUSER".into(),
+            source: nix::Error::last(),
+        });
+    }
+    drop(rd);
+    Ok((ret as i32, wr))
+}
+
 /// Make `fds[i]` fd number `i` (async-signal-safe: no allocation). Every source is first moved
 /// above the target range, so no dup2 clobbers a source still to be placed; the copies are
 /// close-on-exec. At most MAX_PROGRAM_FDS fds.

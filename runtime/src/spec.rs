@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::caps::{self, CapSets};
 use crate::error::{Result, RuntimeError};
 use crate::mountopts::{self, MountOptions};
+use crate::userns::{IdMap, IdMaps};
 
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -27,6 +28,9 @@ pub struct MountPlan {
     pub source: Option<String>,
     pub fstype: String,
     pub options: MountOptions,
+    /// An id-mapped bind mount: the mappings, and whether every mount of the tree gets them.
+    #[serde(default)]
+    pub idmap: Option<(IdMaps, bool)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -114,6 +118,8 @@ pub struct Plan {
     pub start_container: Vec<crate::hooks::Hook>,
     /// The state hooks read (id filled in by the runtime).
     pub hook_state: crate::hooks::StateBase,
+    /// The maps the runtime writes for a new user namespace (empty without one).
+    pub id_maps: crate::userns::IdMaps,
 }
 
 /// An extra process in a running container: it joins the init's namespaces (by
@@ -145,6 +151,68 @@ impl Plan {
     pub fn has_ns(&self, flag: i32) -> bool {
         self.namespaces.iter().any(|n| n.flag == flag)
     }
+}
+
+/// The spec's uid/gid mappings, checked against its user namespace (new or joined).
+fn conv_maps(maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>) -> Vec<IdMap> {
+    maps.as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(|m| IdMap {
+            container: m.container_id(),
+            host: m.host_id(),
+            size: m.size(),
+        })
+        .collect()
+}
+
+fn id_maps(linux: &oci_spec::runtime::Linux, namespaces: &[NsPlan]) -> Result<IdMaps> {
+    let maps = IdMaps {
+        uid: conv_maps(linux.uid_mappings()),
+        gid: conv_maps(linux.gid_mappings()),
+    };
+    match namespaces.iter().find(|n| n.flag == libc::CLONE_NEWUSER) {
+        None if maps.uid.is_empty() && maps.gid.is_empty() => Ok(maps),
+        None => Err(invalid(
+            "linux.uidMappings/gidMappings are set but there is no user namespace",
+        )),
+        Some(NsPlan { path: None, .. }) => maps.check_new().map(|()| maps).map_err(invalid),
+        Some(NsPlan { path: Some(p), .. }) => maps
+            .check_joined(p)
+            .map(|()| IdMaps::default())
+            .map_err(invalid),
+    }
+}
+
+/// An id-mapped mount's mappings: its own uidMappings/gidMappings, or with the `idmap` and
+/// `ridmap` options and none of its own, the container's. Only bind mounts can be id-mapped.
+fn mount_idmap(
+    m: &oci_spec::runtime::Mount,
+    options: &MountOptions,
+    linux: &oci_spec::runtime::Linux,
+) -> std::result::Result<Option<(IdMaps, bool)>, String> {
+    let own = IdMaps {
+        uid: conv_maps(m.uid_mappings()),
+        gid: conv_maps(m.gid_mappings()),
+    };
+    let has_own = !own.uid.is_empty() || !own.gid.is_empty();
+    if !has_own && options.idmap.is_none() {
+        return Ok(None);
+    }
+    if !options.is_bind() {
+        return Err("uidMappings/idmap: only bind mounts can be id-mapped".into());
+    }
+    let maps = if has_own {
+        own
+    } else {
+        IdMaps {
+            uid: conv_maps(linux.uid_mappings()),
+            gid: conv_maps(linux.gid_mappings()),
+        }
+    };
+    maps.check_mount()?;
+    let recursive = options.idmap == Some(mountopts::IdmapOption::Recursive);
+    Ok(Some((maps, recursive)))
 }
 
 fn invalid(msg: impl Into<String>) -> RuntimeError {
@@ -192,9 +260,6 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Loaded> {
     let mut namespaces = Vec::new();
     for ns in linux.namespaces().as_deref().unwrap_or_default() {
         let flag = ns.typ() as i32;
-        if ns.typ() == LinuxNamespaceType::User {
-            return Err(unsupported("linux.namespaces: user"));
-        }
         if namespaces.iter().any(|n: &NsPlan| n.flag == flag) {
             return Err(invalid(format!(
                 "linux.namespaces: {} listed twice",
@@ -238,11 +303,7 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Loaded> {
         ));
     }
 
-    if linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
-        || linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty())
-    {
-        return Err(unsupported("linux.uidMappings/gidMappings"));
-    }
+    let id_maps = id_maps(linux, &namespaces)?;
     let sysctl = crate::sysctl::plan(&linux.sysctl().clone().unwrap_or_default(), plan_ns)
         .map_err(invalid)?;
     if linux.mount_label().as_ref().is_some_and(|m| !m.is_empty()) {
@@ -315,11 +376,10 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Loaded> {
                 "mounts: destination {dest:?} is not absolute"
             )));
         }
-        if m.uid_mappings().is_some() || m.gid_mappings().is_some() {
-            return Err(unsupported("mounts[].uidMappings/gidMappings"));
-        }
         let options = mountopts::parse(m.options().as_deref().unwrap_or_default())
             .map_err(|e| invalid(format!("mounts: {dest}: {e}")))?;
+        let idmap =
+            mount_idmap(m, &options, linux).map_err(|e| invalid(format!("mounts: {dest}: {e}")))?;
         let fstype = m.typ().clone().unwrap_or_default();
         let fstype = if fstype.is_empty() && options.is_bind() {
             "bind".to_string()
@@ -352,6 +412,7 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Loaded> {
             source,
             fstype,
             options,
+            idmap,
         });
     }
 
@@ -432,6 +493,7 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Loaded> {
                     .into_iter()
                     .collect(),
             },
+            id_maps,
         },
         cgroups_path,
         resources: linux.resources().clone(),
@@ -664,8 +726,21 @@ mod tests {
                 "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]})
         });
         assert!(e.unwrap_err().to_string().contains("listenerPath"));
-        let e = with(|v| v["linux"]["namespaces"][0]["type"] = "user".into());
-        assert!(e.unwrap_err().to_string().contains("user"));
+        let e = with(|v| {
+            v["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .push(serde_json::json!({"type": "user"}))
+        });
+        assert!(e
+            .unwrap_err()
+            .to_string()
+            .contains("linux.uidMappings and linux.gidMappings"));
+        let e = with(|v| {
+            v["linux"]["uidMappings"] =
+                serde_json::json!([{"containerID": 0, "hostID": 1000, "size": 1}])
+        });
+        assert!(e.unwrap_err().to_string().contains("no user namespace"));
         let e = with(|v| {
             v["linux"]["memoryPolicy"] = serde_json::json!({"mode": "MPOL_BIND", "nodes": "0"})
         });

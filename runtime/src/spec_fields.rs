@@ -36,7 +36,9 @@ pub const FIELDS: &[(&str, Handling, &str, &str)] = &[
     ("root.path", Applied, r#""rootfs""#, "relative to the bundle; must exist"),
     ("root.readonly", Applied, "true", "root remounted read-only after setup"),
     ("mounts", Applied, r#"[{"destination": "/mnt", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "size=1m"]}]"#, "destinations resolved inside the root (openat2 RESOLVE_IN_ROOT); nothing over or inside /proc but a procfs and lxcfs' files"),
-    ("mounts[].uidMappings", Refused, r#"[{"destination": "/mnt", "type": "bind", "source": "/tmp", "options": ["rbind"], "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]}]"#, "idmapped mounts: not yet"),
+    ("mounts[].options", Applied, r#"[{"destination": "/mnt", "type": "bind", "source": "/tmp", "options": ["rbind", "rro", "rnosuid", "nodev", "rslave"]}]"#, "mount(2) flags, propagation, filesystem data; runc's recursive options (rro, rnosuid, rnoatime, ...) through mount_setattr; idmap/ridmap; tmpcopyup refused"),
+    ("mounts[].uidMappings", Applied, r#"[{"destination": "/mnt", "type": "bind", "source": "/tmp", "options": ["rbind"], "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}], "gidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]}]"#, "id-mapped bind mount (mount_setattr MOUNT_ATTR_IDMAP), made by the helper while it is the host's root"),
+    ("mounts[].gidMappings", Applied, r#"[{"destination": "/mnt", "type": "bind", "source": "/tmp", "options": ["rbind"], "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}], "gidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]}]"#, "with uidMappings; both are needed"),
     ("hostname", Applied, r#""h""#, "needs a new uts namespace"),
     ("domainname", Applied, r#""example.org""#, "needs a new uts namespace"),
     ("annotations", Applied, r#"{"a": "b"}"#, "passed to hooks in the state"),
@@ -63,9 +65,9 @@ pub const FIELDS: &[(&str, Handling, &str, &str)] = &[
     ("process.scheduler", Applied, r#"{"policy": "SCHED_BATCH", "nice": 5}"#, "sched_setattr, validated as runc"),
     ("process.execCPUAffinity", Refused, r#"{"initial": "0"}"#, "not yet"),
     ("linux.namespaces", Applied, r#"[{"type": "pid"}, {"type": "mount"}, {"type": "uts"}, {"type": "ipc"}, {"type": "network"}, {"type": "cgroup"}, {"type": "time"}]"#, "new or joined by path; a mount namespace is required"),
-    ("linux.namespaces[].type=user", Refused, r#"[{"type": "mount"}, {"type": "user"}]"#, "user namespaces: not yet"),
-    ("linux.uidMappings", Refused, r#"[{"containerID": 0, "hostID": 1000, "size": 65536}]"#, "user namespaces: not yet"),
-    ("linux.gidMappings", Refused, r#"[{"containerID": 0, "hostID": 1000, "size": 65536}]"#, "user namespaces: not yet"),
+    ("linux.namespaces[].type=user", Applied, r#"[{"type": "pid"}, {"type": "mount"}, {"type": "uts"}, {"type": "user"}]"#, "made first (or joined by path, mappings checked against it); every other namespace is made inside it; devices bound from the host; v2 cgroup delegated to its root"),
+    ("linux.uidMappings", Applied, r#"[{"containerID": 0, "hostID": 100000, "size": 65536}]"#, "written by the runtime; container uid 0 must be mapped"),
+    ("linux.gidMappings", Applied, r#"[{"containerID": 0, "hostID": 100000, "size": 65536}]"#, "written by the runtime (setgroups stays allowed); container gid 0 must be mapped"),
     ("linux.timeOffsets", Applied, r#"{"boottime": {"secs": 10}}"#, "written before anything enters the time namespace"),
     ("linux.devices", Applied, r#"[{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}]"#, "mknod inside the container"),
     ("linux.cgroupsPath", Applied, r#""/crt/x""#, "cgroupfs form; the systemd form is refused"),
@@ -122,6 +124,16 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{field}: sample is not JSON: {e}"));
             let mut v = tests_base();
             set(&mut v, field, sample.clone());
+            if field.contains("user") || field.contains("idMappings") {
+                // Neither half of a user namespace goes without the other.
+                let map = serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+                v["linux"]["uidMappings"] = map.clone();
+                v["linux"]["gidMappings"] = map;
+                let ns = v["linux"]["namespaces"].as_array_mut().unwrap();
+                if !ns.iter().any(|n| n["type"] == "user") {
+                    ns.push(serde_json::json!({"type": "user"}));
+                }
+            }
             if *field == "linux.timeOffsets" {
                 v["linux"]["namespaces"]
                     .as_array_mut()

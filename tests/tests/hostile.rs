@@ -123,19 +123,44 @@ const CASES: &[(&str, Patch, &str)] = &[
         "hostname",
     ),
     (
-        "user namespace",
+        "user namespace without mappings",
         |s| {
             s["linux"]["namespaces"]
                 .as_array_mut()
                 .unwrap()
                 .push(json!({"type": "user"}));
         },
-        "user",
+        "needs linux.uidMappings and linux.gidMappings",
     ),
     (
-        "uid mappings",
+        "uid mappings without a user namespace",
         |s| s["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 1000, "size": 1}]),
-        "uidMappings",
+        "no user namespace",
+    ),
+    (
+        "user namespace whose root is not mapped",
+        |s| {
+            s["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"type": "user"}));
+            s["linux"]["uidMappings"] = json!([{"containerID": 1, "hostID": 100001, "size": 100}]);
+            s["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 100}]);
+        },
+        "container uid 0 is not mapped",
+    ),
+    (
+        "overlapping host ranges",
+        |s| {
+            s["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"type": "user"}));
+            s["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 100},
+                                               {"containerID": 100, "hostID": 100050, "size": 100}]);
+            s["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 100}]);
+        },
+        "host ranges overlap",
     ),
     (
         "relative mount destination",

@@ -19,7 +19,9 @@ crt_e2e::scenarios!(
     capabilities,
     sysctl_and_domainname,
     scheduling_and_personality,
-    time_namespace
+    time_namespace,
+    recursive_read_only,
+    deny_all_devices
 );
 
 /// Runs `sh -c script` with `--rm` and returns stdout; panics with the output unless it exits 0.
@@ -625,5 +627,66 @@ fn time_namespace(c: &Containerd) {
     );
     c.ctr(&["task", "kill", "-s", "SIGKILL", &id]).assert_ok();
     let _ = bg.wait(crt_e2e::secs(60));
+    assert_no_leaks(c, &[&id]);
+}
+
+/// `rro` makes a whole rbind tree read-only (mount_setattr AT_RECURSIVE), where `ro` covers the
+/// top mount only: a host directory with a tmpfs mounted inside, bound both ways.
+fn recursive_read_only(c: &Containerd) {
+    let dir = c.harness_dir().join("rro-src");
+    let sub = dir.join("sub");
+    fs::create_dir_all(&sub).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "crt-rro-test", sub.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount a tmpfs for the test");
+    let script = "touch /data/top 2>/dev/null && echo top=rw || echo top=ro; \
+                  touch /data/sub/x 2>/dev/null && echo sub=rw || echo sub=ro";
+    let run = |opt: &str| {
+        let id = c.new_id("rro");
+        let mut spec = c.config_spec(&id, &["sh", "-c", script]);
+        spec["mounts"].as_array_mut().unwrap().push(crt_e2e::json!({
+            "destination": "/data", "type": "bind", "source": dir.to_string_lossy(),
+            "options": ["rbind", opt]}));
+        let out = c.run_config(&id, &spec);
+        (id, out)
+    };
+    let (ro_id, ro) = run("ro");
+    let (rro_id, rro) = run("rro");
+    let _ = std::process::Command::new("umount").arg(&sub).status();
+    assert!(ro.success() && rro.success(), "{ro}\n{rro}");
+    assert!(
+        ro.stdout.contains("top=ro") && ro.stdout.contains("sub=rw"),
+        "ro covers the top mount only:\n{ro}"
+    );
+    assert!(
+        rro.stdout.contains("top=ro") && rro.stdout.contains("sub=ro"),
+        "rro covers every mount of the tree:\n{rro}"
+    );
+    assert_no_leaks(c, &[&ro_id, &rro_id]);
+}
+
+/// A pod sandbox's spec (CRI's pause container) denies every device and allows none, yet its
+/// /dev gets the default nodes: the rules apply once /dev is made, as runc does, and then hold.
+fn deny_all_devices(c: &Containerd) {
+    let id = c.new_id("denydev");
+    let mut spec = c.config_spec(
+        &id,
+        &[
+            "sh",
+            "-c",
+            "ls -l /dev/null; echo x > /dev/null && echo open=ok || echo open=denied",
+        ],
+    );
+    spec["linux"]["resources"]["devices"] = crt_e2e::json!([{"allow": false, "access": "rwm"}]);
+    spec["linux"]["devices"] = crt_e2e::json!([]);
+    let out = c.run_config(&id, &spec);
+    assert!(out.success(), "{out}");
+    assert!(out.stdout.contains("1,   3"), "/dev/null is made:\n{out}");
+    assert!(
+        out.stdout.contains("open=denied"),
+        "and the deny-all rule holds:\n{out}"
+    );
     assert_no_leaks(c, &[&id]);
 }

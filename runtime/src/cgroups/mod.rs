@@ -85,6 +85,13 @@ pub enum CgroupError {
         source: io::Error,
     },
 
+    #[error("cgroup: cannot hand {} to the container's root: {source}", path.display())]
+    Chown {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+
     #[error("cgroup: cannot open {}: {source}", path.display())]
     Open {
         path: PathBuf,
@@ -302,6 +309,33 @@ impl Manager {
         }
     }
 
+    /// Apply everything but the device rules, which are only checked: like runc, crt sets
+    /// those once the container's /dev is made (a pod sandbox's spec denies every device,
+    /// /dev/null's mknod included). [`Manager::apply_devices`] follows at Ready.
+    pub fn apply_before_setup(&self, resources: &oci_spec::runtime::LinuxResources) -> Result<()> {
+        for (i, d) in resources.devices().iter().flatten().enumerate() {
+            devices_bpf::rule(d).map_err(|reason| CgroupError::InvalidValue {
+                field: format!("linux.resources.devices[{i}]"),
+                reason,
+            })?;
+        }
+        let mut rest = resources.clone();
+        rest.set_devices(None);
+        self.apply(&rest)
+    }
+
+    /// The device rules of `resources`, alone.
+    pub fn apply_devices(&self, resources: &oci_spec::runtime::LinuxResources) -> Result<()> {
+        match resources.devices() {
+            Some(d) if !d.is_empty() => {
+                let mut only = oci_spec::runtime::LinuxResources::default();
+                only.set_devices(Some(d.clone()));
+                self.apply(&only)
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub fn add_pid(&self, pid: i32) -> Result<()> {
         match self {
             Manager::V1(m) => m.add_pid(pid),
@@ -343,6 +377,16 @@ impl Manager {
         match self {
             Manager::V1(m) => m.destroy(),
             Manager::V2(m) => m.destroy(),
+        }
+    }
+
+    /// v2: hand the leaf to a user namespace's root (host `uid`/`gid`), so the container can
+    /// make sub-cgroups and move its processes, like a systemd delegation. v1 is never
+    /// delegated (its hierarchies cannot be safely handed out); nothing to do there.
+    pub fn delegate(&self, uid: u32, gid: u32) -> Result<()> {
+        match self {
+            Manager::V1(_) => Ok(()),
+            Manager::V2(m) => m.delegate(uid, gid),
         }
     }
 

@@ -474,6 +474,27 @@ impl Manager {
         fs::write_file(&self.leaf.join("cgroup.procs"), &pid.to_string())
     }
 
+    /// chown the leaf and the files the kernel lists as delegatable
+    /// (/sys/kernel/cgroup/delegate; the three always there when it is missing).
+    pub fn delegate(&self, uid: u32, gid: u32) -> Result<()> {
+        self.check()?;
+        let files = std::fs::read_to_string("/sys/kernel/cgroup/delegate")
+            .unwrap_or_else(|_| "cgroup.procs\ncgroup.threads\ncgroup.subtree_control\n".into());
+        let own = |path: PathBuf| {
+            nix::unistd::chown(&path, Some(uid.into()), Some(gid.into()))
+                .map_err(|source| CgroupError::Chown { path, source })
+        };
+        own(self.leaf.clone())?;
+        for f in files.lines().map(str::trim).filter(|f| !f.is_empty()) {
+            let path = self.leaf.join(f);
+            // Files of controllers this cgroup lacks (memory.oom.group, ...) are not there.
+            if path.exists() {
+                own(path)?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn dir_fd(&self) -> Result<OwnedFd> {
         OpenOptions::new()
             .read(true)

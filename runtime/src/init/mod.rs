@@ -4,12 +4,13 @@
 
 mod console;
 mod hooks;
+mod idmap;
 mod net;
 mod paths;
 mod process;
 mod rootfs;
 
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use nix::sched::{setns, unshare, CloneFlags};
@@ -77,25 +78,95 @@ fn fork_into_pid_ns(ch: &mut Channel) -> Result<(), String> {
 /// Leave the throwaway mount namespace the helper was started in (see spawn.rs): back to the
 /// runtime's, and a copy of that one for the container when it gets a new one, so its mounts
 /// propagate to and from the host exactly as the spec's propagation says.
-fn container_mount_namespace(new: bool) -> Result<(), String> {
+/// `back` goes back without a new one (a user namespace comes first, see userns.rs).
+fn container_mount_namespace(new: bool, back: bool) -> Result<(), String> {
     // SAFETY: fd 4 was placed by the runtime's spawn and is ours alone.
     let host = unsafe { OwnedFd::from_raw_fd(HOST_MNT_FD) };
-    if new {
+    if new || back {
         setns(&host, CloneFlags::CLONE_NEWNS)
             .map_err(|e| format!("back to the runtime's mount namespace: {e}"))?;
+    }
+    if new {
         unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare mount namespace: {e}"))?;
     }
     Ok(())
 }
 
+/// Enter the container's user namespace (new: the runtime writes its maps while we wait) and
+/// become its root: until then we are the host's root, which has no id inside.
+fn enter_user_namespace(ch: &mut Channel, path: Option<&std::path::Path>) -> Result<(), String> {
+    match path {
+        Some(path) => {
+            let f = std::fs::File::open(path)
+                .map_err(|e| format!("open namespace {}: {e}", path.display()))?;
+            setns(f, CloneFlags::CLONE_NEWUSER)
+                .map_err(|e| format!("setns {}: {e}", path.display()))?;
+        }
+        None => {
+            unshare(CloneFlags::CLONE_NEWUSER)
+                .map_err(|e| format!("unshare user namespace: {e}"))?;
+            ch.send(&Msg::IdMaps)
+                .map_err(|e| format!("ask for id maps: {e}"))?;
+            match ch.recv() {
+                Ok(Some(Msg::Continue)) => {}
+                Ok(Some(Msg::Error(e))) => return Err(e),
+                other => return Err(format!("waiting for id maps: {other:?}")),
+            }
+        }
+    }
+    // A joined namespace may deny setgroups; the host's groups then just stay unmapped until
+    // process.user sets its own.
+    let _ = nix::unistd::setgroups(&[]);
+    let root = (nix::unistd::Gid::from_raw(0), nix::unistd::Uid::from_raw(0));
+    nix::unistd::setresgid(root.0, root.0, root.0)
+        .map_err(|e| format!("become gid 0 in the user namespace: {e}"))?;
+    nix::unistd::setresuid(root.1, root.1, root.1)
+        .map_err(|e| format!("become uid 0 in the user namespace: {e}"))?;
+    Ok(())
+}
+
 fn run_init(ch: &mut Channel, plan: &Plan) -> Result<(), String> {
-    container_mount_namespace(plan.has_new_ns(libc::CLONE_NEWNS))?;
-    join_namespaces(plan)?;
-    if plan
+    let p = &plan.process;
+    // Before any user namespace: raising a hard limit or lowering oom_score_adj takes the
+    // host's privileges.
+    process::raise_hard_limits(p)?;
+    if let Some(adj) = p.oom_score_adj {
+        if let Some(line) = process::set_oom_score_adj(adj)? {
+            let _ = ch.send(&Msg::Log(line));
+        }
+    }
+    let user = plan
         .namespaces
         .iter()
-        .any(|n| n.flag == libc::CLONE_NEWPID && n.path.is_some())
-    {
+        .find(|n| n.flag == libc::CLONE_NEWUSER);
+    container_mount_namespace(
+        plan.has_new_ns(libc::CLONE_NEWNS) && user.is_none(),
+        user.is_some(),
+    )?;
+    // While we are still the host's root.
+    let idmapped = idmap::prepare(plan)?;
+    if let Some(ns) = user {
+        enter_user_namespace(ch, ns.path.as_deref())?;
+    }
+    join_namespaces(plan)?;
+    if user.is_some() {
+        // What clone3 makes without a user namespace (container.rs), made now so that the
+        // user namespace owns them.
+        let flags = [
+            libc::CLONE_NEWNS,
+            libc::CLONE_NEWNET,
+            libc::CLONE_NEWIPC,
+            libc::CLONE_NEWUTS,
+            libc::CLONE_NEWPID,
+        ]
+        .into_iter()
+        .filter(|f| plan.has_new_ns(*f))
+        .fold(0, |a, f| a | f);
+        unshare(CloneFlags::from_bits_retain(flags))
+            .map_err(|e| format!("unshare namespaces {flags:#x}: {e}"))?;
+    }
+    if plan.has_ns(libc::CLONE_NEWPID) && (user.is_some() || !plan.has_new_ns(libc::CLONE_NEWPID)) {
+        // Joined, or unshared above: either way only our children are in it.
         fork_into_pid_ns(ch)?;
     }
     if plan.has_new_ns(libc::CLONE_NEWTIME) {
@@ -144,13 +215,7 @@ fn run_init(ch: &mut Channel, plan: &Plan) -> Result<(), String> {
             ));
         }
     }
-    let p = &plan.process;
-    if let Some(adj) = p.oom_score_adj {
-        if let Some(line) = process::set_oom_score_adj(adj)? {
-            let _ = ch.send(&Msg::Log(line));
-        }
-    }
-    rootfs::setup(plan, &mut || {
+    rootfs::setup(plan, &idmapped, &mut || {
         if plan.runtime_hooks {
             ch.send(&Msg::Hooks)
                 .map_err(|e| format!("ask for createRuntime hooks: {e}"))?;
@@ -173,7 +238,14 @@ fn run_init(ch: &mut Channel, plan: &Plan) -> Result<(), String> {
 /// Join every namespace of a running container through its init's /proc entries. All are
 /// opened before the first setns: after joining the mount namespace, /proc is the container's.
 fn run_exec(ch: &mut Channel, plan: &ExecPlan) -> Result<(), String> {
-    container_mount_namespace(false)?;
+    process::raise_hard_limits(&plan.process)?;
+    if let Some(adj) = plan.process.oom_score_adj {
+        if let Some(line) = process::set_oom_score_adj(adj)? {
+            let _ = ch.send(&Msg::Log(line));
+        }
+    }
+    let userns = plan.namespaces.contains(&libc::CLONE_NEWUSER);
+    container_mount_namespace(false, userns)?;
     let mut fds = Vec::new();
     for flag in &plan.namespaces {
         let name = ns_name(*flag).ok_or_else(|| format!("unknown namespace flag {flag:#x}"))?;
@@ -181,18 +253,23 @@ fn run_exec(ch: &mut Channel, plan: &ExecPlan) -> Result<(), String> {
         let f = std::fs::File::open(&path).map_err(|e| format!("open {path}: {e}"))?;
         fds.push((*flag, OwnedFd::from(f), path));
     }
-    fds.sort_by_key(|(flag, _, _)| *flag == libc::CLONE_NEWNS);
-    for (flag, fd, path) in &fds {
-        setns(fd, CloneFlags::from_bits_truncate(*flag))
+    // The user namespace first: it owns the others, and its root may then join them.
+    fds.sort_by_key(|(flag, _, _)| match *flag {
+        libc::CLONE_NEWUSER => 0,
+        libc::CLONE_NEWNS => 2,
+        _ => 1,
+    });
+    for (flag, fd, path) in fds {
+        if flag == libc::CLONE_NEWUSER {
+            let own = format!("/proc/self/fd/{}", fd.as_raw_fd());
+            enter_user_namespace(ch, Some(std::path::Path::new(&own)))?;
+            continue;
+        }
+        setns(&fd, CloneFlags::from_bits_truncate(flag))
             .map_err(|e| format!("setns {path}: {e}"))?;
     }
     if plan.namespaces.contains(&libc::CLONE_NEWPID) {
         fork_into_pid_ns(ch)?;
-    }
-    if let Some(adj) = plan.process.oom_score_adj {
-        if let Some(line) = process::set_oom_score_adj(adj)? {
-            let _ = ch.send(&Msg::Log(line));
-        }
     }
     finish(ch, &plan.process, None)
 }
@@ -206,6 +283,7 @@ fn ns_name(flag: i32) -> Option<&'static str> {
         libc::CLONE_NEWUTS => "uts",
         libc::CLONE_NEWCGROUP => "cgroup",
         libc::CLONE_NEWTIME => "time",
+        libc::CLONE_NEWUSER => "user",
         _ => return None,
     })
 }
@@ -259,7 +337,7 @@ fn join_namespaces(plan: &Plan) -> Result<(), String> {
     let mut ordered: Vec<_> = plan
         .namespaces
         .iter()
-        .filter(|n| n.path.is_some())
+        .filter(|n| n.path.is_some() && n.flag != libc::CLONE_NEWUSER)
         .collect();
     ordered.sort_by_key(|n| n.flag == libc::CLONE_NEWNS);
     for ns in ordered {

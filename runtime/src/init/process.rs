@@ -31,6 +31,31 @@ pub fn set_rlimits(p: &ProcessPlan) -> R<()> {
     Ok(())
 }
 
+/// Raise the hard limits the spec asks above the current ones, soft limits unchanged: the
+/// exact limits are set in `set_rlimits` at the end of setup, but raising a hard limit takes
+/// the host's CAP_SYS_RESOURCE, which is gone inside a user namespace.
+pub fn raise_hard_limits(p: &ProcessPlan) -> R<()> {
+    for r in &p.rlimits {
+        let mut cur = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: plain syscalls with a valid struct.
+        unsafe {
+            if libc::getrlimit(r.resource as _, &mut cur) != 0 {
+                return Err(errno(&format!("getrlimit({})", r.resource)));
+            }
+            if r.hard > cur.rlim_max {
+                cur.rlim_max = r.hard;
+                if libc::setrlimit(r.resource as _, &cur) != 0 {
+                    return Err(errno(&format!("setrlimit({})", r.resource)));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Returns a log line when the kernel refused the value but the one in force already equals it.
 pub fn set_oom_score_adj(value: i32) -> R<Option<String>> {
     const P: &str = "/proc/self/oom_score_adj";

@@ -1,7 +1,7 @@
 //! The container's filesystem view: propagation, the spec's mounts, /dev, pivot_root, masked
 //! and read-only paths. Runs in the helper, inside the new mount namespace.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -9,6 +9,7 @@ use nix::sys::stat::{mknodat, Mode, SFlag};
 use nix::unistd::{chdir, fchownat, pivot_root, symlinkat, Gid, Uid};
 
 use super::paths::{ensure, mkdir_all, openat2_in_root, proc_fd, split};
+use crate::mount_api::{move_onto, set_attr};
 use crate::mountopts::bind_remount_flags;
 use crate::spec::{DevicePlan, MountPlan, Plan};
 
@@ -27,7 +28,12 @@ fn eio<'a>(op: &str, path: &'a str) -> impl FnOnce(std::io::Error) -> String + '
 const NONE: Option<&str> = None;
 
 /// `before_pivot` runs with every mount in place, before pivot_root (hooks).
-pub fn setup(plan: &Plan, before_pivot: &mut dyn FnMut() -> R<()>) -> R<()> {
+/// `idmapped` holds, per mount of the plan, the detached id-mapped tree to move into place.
+pub fn setup(
+    plan: &Plan,
+    idmapped: &[Option<OwnedFd>],
+    before_pivot: &mut dyn FnMut() -> R<()>,
+) -> R<()> {
     let rootfs = plan.rootfs.to_string_lossy().to_string();
     mount(
         NONE,
@@ -53,18 +59,18 @@ pub fn setup(plan: &Plan, before_pivot: &mut dyn FnMut() -> R<()>) -> R<()> {
         .map_err(eio("open rootfs", &rootfs))?
         .into();
 
-    for m in &plan.mounts {
-        mount_one(&root, m, plan)?;
+    for (i, m) in plan.mounts.iter().enumerate() {
+        mount_one(&root, m, plan, idmapped.get(i).and_then(Option::as_ref))?;
     }
     if plan
         .mounts
         .iter()
         .any(|m| m.destination == "/dev" && !m.options.is_bind())
     {
-        default_devices(&root)?;
+        default_devices(&root, plan)?;
     }
     for d in &plan.devices {
-        make_device(&root, d)?;
+        make_device(&root, d, plan)?;
     }
     if plan
         .mounts
@@ -115,6 +121,28 @@ fn make_parent_mount_private(rootfs: &Path) -> R<()> {
         .unwrap_or("/")
         .to_string();
     mount(NONE, best.as_str(), NONE, MsFlags::MS_PRIVATE, NONE).map_err(e("make private", &best))
+}
+
+/// Remount the bind mount at `path` with `flags`. In a user namespace the flags of a mount that
+/// came from the host are locked (nosuid, nodev, noexec, rdonly, atime): a remount without them
+/// is EPERM, so on EPERM it is tried once more with the locked ones kept, as runc does.
+fn remount_bind(path: &str, flags: MsFlags, what: &str) -> R<()> {
+    let base = MsFlags::MS_REMOUNT | MsFlags::MS_BIND;
+    match mount(NONE, path, NONE, base | flags, NONE) {
+        Err(nix::Error::EPERM) => {
+            let atime = MsFlags::MS_NOATIME | MsFlags::MS_NODIRATIME | MsFlags::MS_RELATIME;
+            let cur = current_flags(path)?;
+            let locked = cur
+                & (MsFlags::MS_NOSUID
+                    | MsFlags::MS_NODEV
+                    | MsFlags::MS_NOEXEC
+                    | MsFlags::MS_RDONLY
+                    | atime);
+            let flags = (flags - atime) | locked;
+            mount(NONE, path, NONE, base | flags, NONE).map_err(e("remount bind", what))
+        }
+        other => other.map_err(e("remount bind", what)),
+    }
 }
 
 /// The per-mount flags in force at `path`, so a remount keeps nosuid/nodev/noexec.
@@ -184,7 +212,7 @@ fn check_proc_mount(plan: &Plan, target: &OwnedFd, m: &MountPlan) -> R<()> {
     Ok(())
 }
 
-fn mount_one(root: &OwnedFd, m: &MountPlan, plan: &Plan) -> R<()> {
+fn mount_one(root: &OwnedFd, m: &MountPlan, plan: &Plan, idmapped: Option<&OwnedFd>) -> R<()> {
     let dest = m.destination.as_str();
     if m.fstype == "cgroup" || m.fstype == "cgroup2" {
         return mount_cgroup(root, m, plan);
@@ -195,42 +223,91 @@ fn mount_one(root: &OwnedFd, m: &MountPlan, plan: &Plan) -> R<()> {
         let meta = std::fs::metadata(src).map_err(eio("bind mount source", src))?;
         let target = ensure(root, dest, meta.is_dir()).map_err(eio("create mount point", dest))?;
         check_proc_mount(plan, &target, m)?;
-        mount(
-            Some(src),
-            proc_fd(&target).as_str(),
-            NONE,
-            flags & (MsFlags::MS_BIND | MsFlags::MS_REC),
-            NONE,
-        )
-        .map_err(|err| format!("bind mount {src} on {dest}: {err}"))?;
+        if let Some(tree) = idmapped {
+            move_onto(tree.as_fd(), target.as_fd(), dest)?;
+        } else {
+            mount(
+                Some(src),
+                proc_fd(&target).as_str(),
+                NONE,
+                flags & (MsFlags::MS_BIND | MsFlags::MS_REC),
+                NONE,
+            )
+            .map_err(|err| format!("bind mount {src} on {dest}: {err}"))?;
+        }
         let extra = bind_remount_flags(flags.bits());
         if extra != 0 {
             // The first call ignores per-mount flags on a bind: remount the new mount itself.
             let new = openat2_in_root(root, dest, libc::O_PATH).map_err(eio("reopen", dest))?;
-            mount(
-                NONE,
-                proc_fd(&new).as_str(),
-                NONE,
-                MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::from_bits_truncate(extra),
-                NONE,
-            )
-            .map_err(e("remount bind", dest))?;
+            remount_bind(&proc_fd(&new), MsFlags::from_bits_truncate(extra), dest)?;
         }
     } else {
         let target = ensure(root, dest, true).map_err(eio("create mount point", dest))?;
         check_proc_mount(plan, &target, m)?;
         let data = (!m.options.data.is_empty()).then_some(m.options.data.as_str());
         let src = m.source.as_deref().unwrap_or(m.fstype.as_str());
-        mount(
+        match mount(
             Some(src),
             proc_fd(&target).as_str(),
             Some(m.fstype.as_str()),
             flags,
             data,
-        )
-        .map_err(|err| format!("mount {} ({}) on {dest}: {err}", src, m.fstype))?;
+        ) {
+            Err(nix::Error::EPERM) if plan.has_ns(libc::CLONE_NEWUSER) => {
+                host_fallback(root, &target, m, flags)?
+            }
+            other => {
+                other.map_err(|err| format!("mount {} ({}) on {dest}: {err}", src, m.fstype))?
+            }
+        }
+    }
+    if m.options.rec_set != 0 || m.options.rec_clear != 0 {
+        let new = openat2_in_root(root, dest, libc::O_PATH).map_err(eio("reopen", dest))?;
+        set_attr(
+            new.as_fd(),
+            true,
+            m.options.rec_set,
+            m.options.rec_clear,
+            None,
+            &format!("recursive options of {dest}"),
+        )?;
     }
     apply_propagation(root, dest, &m.options.propagation)
+}
+
+/// A user namespace's root may mount sysfs only with its own network namespace, and mqueue
+/// only with its own ipc namespace: without them the host's are bound instead (runc's rule).
+fn host_fallback(root: &OwnedFd, target: &OwnedFd, m: &MountPlan, flags: MsFlags) -> R<()> {
+    let dest = m.destination.as_str();
+    let (host, rec) = match m.fstype.as_str() {
+        "sysfs" => ("/sys", MsFlags::MS_REC),
+        "mqueue" => ("/dev/mqueue", MsFlags::empty()),
+        _ => {
+            return Err(format!(
+                "mount {} on {dest}: EPERM in the user namespace",
+                m.fstype
+            ))
+        }
+    };
+    mount(
+        Some(host),
+        proc_fd(target).as_str(),
+        NONE,
+        MsFlags::MS_BIND | rec,
+        NONE,
+    )
+    .map_err(|err| {
+        format!(
+            "bind {host} on {dest} ({} is refused in this user namespace): {err}",
+            m.fstype
+        )
+    })?;
+    let extra = MsFlags::from_bits_truncate(bind_remount_flags(flags.bits()));
+    if !extra.is_empty() {
+        let new = openat2_in_root(root, dest, libc::O_PATH).map_err(eio("reopen", dest))?;
+        remount_bind(&proc_fd(&new), extra, dest)?;
+    }
+    Ok(())
 }
 
 fn apply_propagation(root: &OwnedFd, dest: &str, props: &[u64]) -> R<()> {
@@ -327,14 +404,7 @@ fn bind_ro(root: &OwnedFd, src: &str, dest: &str, per_mount: MsFlags) -> R<()> {
     .map_err(|err| format!("bind mount {src} on {dest}: {err}"))?;
     if !per_mount.is_empty() {
         let new = openat2_in_root(root, dest, libc::O_PATH).map_err(eio("reopen", dest))?;
-        mount(
-            NONE,
-            proc_fd(&new).as_str(),
-            NONE,
-            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | per_mount,
-            NONE,
-        )
-        .map_err(e("remount bind", dest))?;
+        remount_bind(&proc_fd(&new), per_mount, dest)?;
     }
     Ok(())
 }
@@ -348,7 +418,7 @@ const DEFAULT_DEVICES: [(&str, u64, u64); 6] = [
     ("/dev/tty", 5, 0),
 ];
 
-fn default_devices(root: &OwnedFd) -> R<()> {
+fn default_devices(root: &OwnedFd, plan: &Plan) -> R<()> {
     for (path, major, minor) in DEFAULT_DEVICES {
         make_device(
             root,
@@ -361,16 +431,20 @@ fn default_devices(root: &OwnedFd) -> R<()> {
                 uid: 0,
                 gid: 0,
             },
+            plan,
         )?;
     }
     Ok(())
 }
 
-fn make_device(root: &OwnedFd, d: &DevicePlan) -> R<()> {
+fn make_device(root: &OwnedFd, d: &DevicePlan, plan: &Plan) -> R<()> {
     let (parent, name) = split(&d.path);
     mkdir_all(root, &parent).map_err(eio("create", &parent))?;
     let dir = openat2_in_root(root, &parent, libc::O_DIRECTORY | libc::O_RDONLY)
         .map_err(eio("open", &parent))?;
+    if plan.has_ns(libc::CLONE_NEWUSER) {
+        return bind_device(&dir, &name, d);
+    }
     let kind = SFlag::from_bits_truncate(d.kind);
     let dev = nix::sys::stat::makedev(d.major, d.minor);
     match mknodat(
@@ -407,6 +481,42 @@ fn make_device(root: &OwnedFd, d: &DevicePlan) -> R<()> {
         nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
     )
     .map_err(e("chown", &d.path))
+}
+
+/// In a user namespace mknod is refused: bind the host's node instead (as runc does), which
+/// keeps the host's owner and mode.
+fn bind_device(dir: &OwnedFd, name: &str, d: &DevicePlan) -> R<()> {
+    let meta = std::fs::metadata(&d.path).map_err(eio("device for the user namespace", &d.path))?;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let kind_ok = if d.kind == libc::S_IFBLK {
+        meta.file_type().is_block_device()
+    } else {
+        meta.file_type().is_char_device()
+    };
+    let want = nix::sys::stat::makedev(d.major, d.minor);
+    if !kind_ok || meta.rdev() != want {
+        return Err(format!(
+            "device {}: the host's node is not {}:{} of that type, and a user namespace cannot mknod",
+            d.path, d.major, d.minor
+        ));
+    }
+    use nix::fcntl::{openat, OFlag};
+    let flags = OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let empty = Mode::empty();
+    // Never open what is already there for reading: it may be a device.
+    let target = match openat(dir, name, flags | OFlag::O_CREAT | OFlag::O_EXCL, empty) {
+        Err(nix::Error::EEXIST) => openat(dir, name, flags | OFlag::O_PATH, empty),
+        other => other,
+    }
+    .map_err(|err| format!("create mount point for {}: {err}", d.path))?;
+    mount(
+        Some(d.path.as_str()),
+        proc_fd(&target).as_str(),
+        NONE,
+        MsFlags::MS_BIND,
+        NONE,
+    )
+    .map_err(e("bind device", &d.path))
 }
 
 fn dev_symlinks(root: &OwnedFd, plan: &Plan) -> R<()> {
