@@ -43,6 +43,8 @@ pub struct Container {
     poststart: Vec<Hook>,
     poststop: Vec<Hook>,
     hook_state: StateBase,
+    /// The device rules applied at create, which an update may only repeat.
+    devices: Vec<oci_spec::runtime::LinuxDeviceCgroup>,
 }
 
 impl Container {
@@ -172,6 +174,11 @@ impl Container {
                 poststart: loaded.hooks.poststart.clone(),
                 poststop: loaded.hooks.poststop.clone(),
                 hook_state: loaded.plan.hook_state.clone(),
+                devices: loaded
+                    .resources
+                    .as_ref()
+                    .and_then(|r| r.devices().clone())
+                    .unwrap_or_default(),
             }),
             Err(e) => {
                 undo.run(opts.bundle);
@@ -265,13 +272,19 @@ impl Container {
     /// New limits for the running container (`ctr task update`, CRI UpdateContainerResources).
     /// Device rules are refused: on v2 another eBPF program could only narrow access, never
     /// widen it, so an update could not mean what it says.
+    /// CRI's UpdateContainerResources resends the container's device rules with the new
+    /// limits: the same rules are left as they are; changing them on a running container is
+    /// refused (its processes would lose their devices while the rules are rewritten).
     pub fn update(&self, resources: &oci_spec::runtime::LinuxResources) -> Result<()> {
-        if resources.devices().as_ref().is_some_and(|d| !d.is_empty()) {
+        let devices = resources.devices().clone().unwrap_or_default();
+        if !devices.is_empty() && devices != self.devices {
             return Err(RuntimeError::Unsupported {
-                field: "update of linux.resources.devices".to_string(),
+                field: "a change of linux.resources.devices on update".to_string(),
             });
         }
-        Ok(self.cgroup.apply(resources)?)
+        let mut rest = resources.clone();
+        rest.set_devices(None);
+        Ok(self.cgroup.apply(&rest)?)
     }
 
     /// Freeze every process of the container (Pause) or thaw them (Resume).

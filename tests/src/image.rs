@@ -89,6 +89,48 @@ fn build() -> PathBuf {
     tar
 }
 
+/// The pause image's OCI tarball ([`crate::PAUSE_IMAGE`]), built once from the kit's static
+/// `libexec/pause` next to `bin_dir` (`CRT_TEST_PAUSE_TAR` names a prebuilt one).
+pub fn pause_image_tar(bin_dir: &Path) -> PathBuf {
+    if let Ok(t) = std::env::var("CRT_TEST_PAUSE_TAR") {
+        return PathBuf::from(t);
+    }
+    let pause = bin_dir.join("../libexec/pause");
+    let pause = if pause.is_file() {
+        pause
+    } else {
+        crate::Version::V2.bin_dir().join("../libexec/pause")
+    };
+    assert!(
+        pause.is_file(),
+        "{} not found (the 2.x kit's pause)",
+        pause.display()
+    );
+    let script = shared_dir().join("containerd2/build-busybox-image.py");
+    let key = sha256_file(&pause);
+    let cache = PathBuf::from(
+        std::env::var("CRT_TEST_IMAGE_CACHE").unwrap_or_else(|_| "/tmp/crt-e2e-images".into()),
+    )
+    .join(format!("pause-{}", &key[..16]));
+    let tar = cache.join("pause-oci.tar");
+    if tar.is_file() {
+        return tar;
+    }
+    std::fs::create_dir_all(&cache).unwrap_or_else(|e| panic!("mkdir {}: {e}", cache.display()));
+    let tmp = cache.join(format!("build-{}.tar", std::process::id()));
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script)
+        .arg("pause")
+        .arg("--pause-bin")
+        .arg(&pause)
+        .arg("-o")
+        .arg(&tmp);
+    let out = run_timeout(cmd, secs(120));
+    assert!(out.success(), "building the pause image failed:\n{out}");
+    std::fs::rename(&tmp, &tar).unwrap_or_else(|e| panic!("rename to {}: {e}", tar.display()));
+    tar
+}
+
 /// Applets linked into a hand-made rootfs (for `ctr run --config` specs with an absolute root).
 pub const ROOTFS_APPLETS: &[&str] = &[
     "sh", "cat", "echo", "sleep", "grep", "sed", "ls", "wc", "head", "test", "readlink", "stat",

@@ -5,7 +5,7 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use crate::util::{has_component, host_mounts, poll, secs};
-use crate::{cgroup, procs, Containerd, NAMESPACE};
+use crate::{cgroup, procs, Containerd};
 
 /// Relaxations for scenarios where a runtime legitimately leaves something.
 #[derive(Debug, Clone, Copy, Default)]
@@ -158,9 +158,10 @@ pub fn find_leaks(c: &Containerd, ids: &[&str], opts: LeakOptions) -> Vec<String
             for p in c.hashed_socket_paths(id) {
                 if p.exists() {
                     leaks.push(format!(
-                        "shim socket {} (sha256 of {}/{NAMESPACE}/{id}) still exists",
+                        "shim socket {} (sha256 of {}/{}/{id}) still exists",
                         p.display(),
-                        c.sock().display()
+                        c.sock().display(),
+                        c.ns
                     ));
                 }
             }

@@ -51,6 +51,8 @@ pub const CRT_RUNTIME: &str = "io.containerd.crt.v1";
 pub const RUNC_RUNTIME: &str = "io.containerd.runc.v2";
 /// The containerd namespace all tests use.
 pub const NAMESPACE: &str = "default";
+/// CRI's namespace.
+pub const CRI_NAMESPACE: &str = "k8s.io";
 /// Binary name containerd derives from [`CRT_RUNTIME`].
 pub const CRT_SHIM_BINARY: &str = "containerd-shim-crt-v1";
 
@@ -132,11 +134,31 @@ pub struct Containerd {
     ids: Mutex<Vec<String>>,
     shim_sockets: Mutex<Vec<PathBuf>>,
     baseline_mounts: Vec<String>,
+    /// The containerd namespace ctr works in: `default`, or `k8s.io` with CRI.
+    pub ns: &'static str,
+    /// With the CRI plugin: the private CNI bridge this instance made.
+    cri_bridge: Option<String>,
 }
+
+/// The pause image CRI's sandboxes run (the kit's static pause; imported, never pulled).
+pub const PAUSE_IMAGE: &str = "registry.k8s.io/pause:3.10.2";
+/// The CRI runtime handler that maps to the runtime under test.
+pub const CRI_HANDLER: &str = "crt";
 
 impl Containerd {
     /// Starts a private containerd of `version`, waits until it answers and imports the image.
     pub fn start(version: Version) -> Containerd {
+        Self::start_with(version, false)
+    }
+
+    /// Like [`Containerd::start`], with the CRI plugin on (handler [`CRI_HANDLER`]), a private
+    /// CNI bridge and range, and the busybox and pause images in namespace `k8s.io`; ctr then
+    /// works in `k8s.io` too.
+    pub fn start_cri(version: Version) -> Containerd {
+        Self::start_with(version, true)
+    }
+
+    fn start_with(version: Version, cri: bool) -> Containerd {
         let uid = fs::read_to_string("/proc/self/status")
             .unwrap_or_default()
             .lines()
@@ -179,8 +201,14 @@ impl Containerd {
         for d in ["root", "state", "s", "harness", "opt"] {
             fs::create_dir_all(dir.join(d)).unwrap();
         }
+        let runtime_for_config = runtime.clone();
+        let cri_bridge = cri.then(|| cri_setup(&dir, &suffix));
+        let mut config_text = config_toml(version, &dir);
+        if cri {
+            config_text = cri_config_toml(version, &dir, &runtime_for_config);
+        }
         let config = dir.join("config.toml");
-        fs::write(&config, config_toml(version, &dir)).unwrap();
+        fs::write(&config, config_text).unwrap();
         let c = Containerd {
             version,
             dir,
@@ -192,12 +220,19 @@ impl Containerd {
             ids: Mutex::new(Vec::new()),
             shim_sockets: Mutex::new(Vec::new()),
             baseline_mounts: Vec::new(),
+            ns: if cri { CRI_NAMESPACE } else { NAMESPACE },
+            cri_bridge,
         };
         c.spawn_daemon();
         let mut c = c;
         let tar_s = tar.to_string_lossy().into_owned();
         let out = c.ctr_timeout(&["images", "import", &tar_s], secs(120));
         assert!(out.success(), "image import failed:\n{out}");
+        if cri {
+            let pause = image::pause_image_tar(&version.bin_dir());
+            let out = c.ctr_timeout(&["images", "import", &pause.to_string_lossy()], secs(120));
+            assert!(out.success(), "pause image import failed:\n{out}");
+        }
         let images = c.ctr(&["images", "ls", "-q"]);
         assert!(
             images.stdout.lines().any(|l| l.trim() == IMAGE),
@@ -310,7 +345,7 @@ impl Containerd {
     pub fn bundle_dir(&self, id: &str) -> PathBuf {
         self.state_dir()
             .join("io.containerd.runtime.v2.task")
-            .join(NAMESPACE)
+            .join(self.ns)
             .join(id)
     }
 
@@ -335,7 +370,7 @@ impl Containerd {
     /// A `ctr -a <sock> -n default <args>` command for this instance.
     pub fn ctr_command<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
         let mut cmd = Command::new(self.version.bin_dir().join("ctr"));
-        cmd.arg("-a").arg(self.sock()).arg("-n").arg(NAMESPACE);
+        cmd.arg("-a").arg(self.sock()).arg("-n").arg(self.ns);
         for a in args {
             cmd.arg(a);
         }
@@ -349,6 +384,25 @@ impl Containerd {
 
     pub fn ctr_timeout<S: AsRef<std::ffi::OsStr>>(&self, args: &[S], timeout: Duration) -> Output {
         cmd::run_timeout(self.ctr_command(args), timeout)
+    }
+
+    /// `crictl --config <this instance's crictl.yaml> <args>` with a 60 s (scaled) deadline.
+    pub fn crictl<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Output {
+        self.crictl_timeout(args, secs(60))
+    }
+
+    pub fn crictl_timeout<S: AsRef<std::ffi::OsStr>>(&self, args: &[S], t: Duration) -> Output {
+        let mut cmd = Command::new(Version::V2.bin_dir().join("crictl"));
+        cmd.arg("--config").arg(self.dir.join("etc/crictl.yaml"));
+        for a in args {
+            cmd.arg(a);
+        }
+        cmd::run_timeout(cmd, t)
+    }
+
+    /// Remember an id CRI made (a pod's or a container's), so cleanup and leak checks know it.
+    pub fn track_id(&self, id: &str) {
+        self.ids.lock().unwrap().push(id.to_string());
     }
 
     /// A container id unique on this host (`<name>-<instance suffix>-<n>`), remembered for cleanup.
@@ -627,7 +681,7 @@ impl Containerd {
     /// The socket path the runc shim (and crt, which should do the same) uses on 1.6:
     /// `/run/containerd/s/<sha256(<grpc address>/<ns>/<id>)>`, and in the 2.x socket dir.
     pub fn hashed_socket_paths(&self, id: &str) -> Vec<PathBuf> {
-        let h = util::sha256_hex(format!("{}/{NAMESPACE}/{id}", self.sock().display()).as_bytes());
+        let h = util::sha256_hex(format!("{}/{}/{id}", self.sock().display(), self.ns).as_bytes());
         vec![
             Path::new("/run/containerd/s").join(&h),
             self.socket_dir().join(&h),
@@ -687,6 +741,9 @@ impl Containerd {
     fn stop(&mut self) {
         let panicking = std::thread::panicking();
         let alive = self.containerd_alive();
+        if alive && self.cri_bridge.is_some() {
+            let _ = self.crictl_timeout(&["rmp", "-fa"], secs(60));
+        }
         if alive {
             self.remove_all();
         }
@@ -745,6 +802,9 @@ impl Containerd {
         }
         let idrefs: Vec<&str> = ids.iter().map(String::as_str).collect();
         cgroup::remove_cgroup_dirs(cgroup::find_cgroup_dirs(&idrefs));
+        if let Some(br) = &self.cri_bridge {
+            let _ = Command::new("ip").args(["link", "del", br]).status();
+        }
         // unmount everything below the dir, deepest first
         let mut mps: Vec<String> = util::host_mounts()
             .into_iter()
@@ -847,6 +907,145 @@ disabled_plugins = ['io.containerd.grpc.v1.cri', 'io.containerd.cri.v1.images', 
     }
 }
 
+/// CNI config and crictl's config for a CRI instance under `dir`; returns the bridge's name.
+/// Each instance gets its own bridge and /24, so parallel instances never meet.
+fn cri_setup(dir: &Path, suffix: &str) -> String {
+    let etc = dir.join("etc");
+    fs::create_dir_all(etc.join("cni")).unwrap();
+    fs::create_dir_all(dir.join("pods")).unwrap();
+    let bridge = format!("crt{suffix}");
+    let net = suffix
+        .bytes()
+        .fold(7u32, |a, b| a.wrapping_mul(31).wrapping_add(b as u32))
+        % 250;
+    let conflist = json!({
+        "cniVersion": "1.0.0", "name": format!("crt{suffix}"),
+        "plugins": [
+            {"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false,
+             "ipam": {"type": "host-local", "dataDir": dir.join("cni-ipam"),
+                      "ranges": [[{"subnet": format!("10.234.{net}.0/24")}]],
+                      "routes": [{"dst": "0.0.0.0/0"}]}},
+            {"type": "loopback"}]
+    });
+    fs::write(
+        etc.join("cni/10-crt.conflist"),
+        serde_json::to_vec_pretty(&conflist).unwrap(),
+    )
+    .unwrap();
+    let sock = dir.join("state/containerd.sock");
+    fs::write(
+        etc.join("crictl.yaml"),
+        format!(
+            "runtime-endpoint: unix://{s}\nimage-endpoint: unix://{s}\ntimeout: 60\n",
+            s = sock.display()
+        ),
+    )
+    .unwrap();
+    bridge
+}
+
+/// containerd's config with the CRI plugin: handler [`CRI_HANDLER`] runs `runtime`, every path
+/// private, oom_score_adj restricted (no CAP_SYS_RESOURCE on the test host), the pause image
+/// [`PAUSE_IMAGE`] (imported, never pulled).
+fn cri_config_toml(version: Version, dir: &Path, runtime: &str) -> String {
+    let d = dir.display();
+    let runc_options = |key: &str| {
+        if runtime == RUNC_RUNTIME {
+            format!("\n      [{key}.options]\n        Root = '{d}/state/runc'\n")
+        } else {
+            String::new()
+        }
+    };
+    match version {
+        Version::V16 => {
+            let rt = r#"plugins."io.containerd.grpc.v1.cri".containerd.runtimes.crt"#;
+            format!(
+                r#"version = 2
+root = "{d}/root"
+state = "{d}/state"
+
+[grpc]
+  address = "{d}/state/containerd.sock"
+
+[ttrpc]
+  address = "{d}/state/containerd.sock.ttrpc"
+
+[debug]
+  level = "debug"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/opt"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{PAUSE_IMAGE}"
+  restrict_oom_score_adj = true
+  disable_apparmor = true
+  disable_tcp_service = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "{CRI_HANDLER}"
+    [{rt}]
+      runtime_type = "{runtime}"{opts}
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{d}/etc/cni"
+"#,
+                opts = runc_options(rt)
+            )
+        }
+        Version::V2 => {
+            let rt = "plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.crt";
+            format!(
+                r#"version = 4
+root = '{d}/root'
+state = '{d}/state'
+imports = []
+
+[debug]
+  level = 'debug'
+
+[plugins]
+  [plugins.'io.containerd.server.v1.grpc']
+    address = '{d}/state/containerd.sock'
+  [plugins.'io.containerd.server.v1.ttrpc']
+    address = '{d}/state/containerd.sock.ttrpc'
+  [plugins.'io.containerd.shim.v1.manager']
+    socket_dir = '{d}/s'
+  [plugins.'io.containerd.internal.v1.opt']
+    path = '{d}/opt'
+  [plugins.'io.containerd.image-verifier.v1.bindir']
+    bin_dir = '{d}/opt/image-verifier/bin'
+  [plugins.'io.containerd.nri.v1.nri']
+    disable = true
+    socket_path = '{d}/state/nri.sock'
+  [plugins.'io.containerd.cri.v1.images']
+    snapshotter = 'overlayfs'
+    [plugins.'io.containerd.cri.v1.images'.pinned_images]
+      sandbox = '{PAUSE_IMAGE}'
+  [plugins.'io.containerd.cri.v1.runtime']
+    disable_apparmor = true
+    restrict_oom_score_adj = true
+    netns_mounts_under_state_dir = true
+    [plugins.'io.containerd.cri.v1.runtime'.containerd]
+      default_runtime_name = '{CRI_HANDLER}'
+      [{rt}]
+        runtime_type = '{runtime}'{opts}
+    [plugins.'io.containerd.cri.v1.runtime'.cni]
+      bin_dirs = ['/usr/lib/cni']
+      conf_dir = '{d}/etc/cni'
+  [plugins.'io.containerd.grpc.v1.cri']
+    disable_tcp_service = true
+    stream_server_address = '127.0.0.1'
+    stream_server_port = '0'
+"#,
+                opts = runc_options(rt)
+            )
+        }
+    }
+}
+
 /// Parses `ctr task ls` (`TASK PID STATUS` columns).
 pub fn parse_task_ls(text: &str) -> Vec<Task> {
     text.lines()
@@ -869,6 +1068,31 @@ pub fn parse_task_ls(text: &str) -> Vec<Task> {
 pub fn run_scenario(version: Version, scenario: fn(&Containerd)) {
     let c = Containerd::start(version);
     scenario(&c);
+}
+
+/// Starts a private containerd of `version` with CRI and runs `scenario` against it.
+pub fn run_cri_scenario(version: Version, scenario: fn(&Containerd)) {
+    let c = Containerd::start_cri(version);
+    scenario(&c);
+}
+
+/// [`scenarios!`] for scenarios that need the CRI plugin ([`Containerd::start_cri`]).
+#[macro_export]
+macro_rules! cri_scenarios {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn c16() {
+                    $crate::run_cri_scenario($crate::Version::V16, super::$name)
+                }
+                #[test]
+                fn c2() {
+                    $crate::run_cri_scenario($crate::Version::V2, super::$name)
+                }
+            }
+        )*
+    };
 }
 
 /// Generates, for each scenario function `f(&Containerd)`, a module `f` with the tests `c16`

@@ -1,0 +1,249 @@
+//! Kubernetes' way in: containerd's CRI plugin with handler `crt`, driven by crictl. A private
+//! containerd (1.6 and 2.x) with a private CNI bridge and the kit's pause image (no registry).
+
+use std::fs;
+
+use crt_e2e::{assert_no_leaks, json, Containerd, Value, CRI_HANDLER, IMAGE};
+
+crt_e2e::cri_scenarios!(pod_lifecycle, shared_pid_namespace);
+
+/// Writes `v` as a JSON file in the harness dir and returns its path.
+fn write_json(c: &Containerd, name: &str, v: &Value) -> String {
+    let p = c.harness_dir().join(name);
+    fs::write(&p, serde_json::to_vec_pretty(v).unwrap()).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+struct Pod {
+    id: String,
+    config: String,
+}
+
+/// `crictl runp --runtime crt` a pod named `name`; `linux` is the pod's LinuxPodSandboxConfig.
+fn run_pod(c: &Containerd, name: &str, linux: Value) -> Pod {
+    let logs = c.dir.join("pods").join(name);
+    fs::create_dir_all(&logs).unwrap();
+    let config = write_json(
+        c,
+        &format!("pod-{name}.json"),
+        &json!({
+            "metadata": {"name": name, "namespace": "default",
+                         "uid": format!("{name}-{}", c.suffix), "attempt": 0},
+            "log_directory": logs.to_string_lossy(),
+            "linux": linux,
+        }),
+    );
+    let out = c.crictl(&["runp", "--runtime", CRI_HANDLER, &config]);
+    assert!(
+        out.success(),
+        "crictl runp failed:\n{out}\n{}",
+        c.log_tail(30)
+    );
+    let id = out.stdout.trim().to_string();
+    c.track_id(&id);
+    Pod { id, config }
+}
+
+/// `crictl create` + `start` a busybox container running `sh -c script` in `pod`.
+fn run_container(c: &Containerd, pod: &Pod, name: &str, script: &str) -> String {
+    let config = write_json(
+        c,
+        &format!("ctr-{name}.json"),
+        &json!({
+            "metadata": {"name": name},
+            "image": {"image": IMAGE},
+            "command": ["sh", "-c", script],
+            "log_path": format!("{name}.log"),
+            "linux": {},
+        }),
+    );
+    let out = c.crictl(&["create", &pod.id, &config, &pod.config]);
+    assert!(out.success(), "crictl create {name} failed:\n{out}");
+    let id = out.stdout.trim().to_string();
+    c.track_id(&id);
+    let out = c.crictl(&["start", &id]);
+    assert!(out.success(), "crictl start {name} failed:\n{out}");
+    id
+}
+
+fn inspect(c: &Containerd, id: &str) -> Value {
+    let out = c.crictl(&["inspect", "-o", "json", id]);
+    assert!(out.success(), "crictl inspect failed:\n{out}");
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("inspect JSON: {e}\n{out}"))
+}
+
+/// Polls until `crictl logs id` contains `want`; returns the logs.
+fn wait_logs(c: &Containerd, id: &str, want: &str) -> String {
+    let mut last = String::new();
+    let got = crt_e2e::poll(crt_e2e::secs(30), || {
+        let out = c.crictl(&["logs", id]);
+        last = format!("{}{}", out.stdout, out.stderr);
+        last.contains(want).then_some(())
+    });
+    assert!(got.is_some(), "logs of {id} never showed {want:?}:\n{last}");
+    last
+}
+
+/// A pod with three containers (pause included) on one shim: a web server and a client share
+/// the pod's network namespace (the client reaches the server on 127.0.0.1); exec (sync and
+/// streaming, exit codes and timeouts, as probes use them), logs, stats and update work; stop
+/// honours the grace period (a container that handles SIGTERM exits 0, one that ignores it is
+/// killed after it); removing the pod ends the shim and leaves nothing behind.
+fn pod_lifecycle(c: &Containerd) {
+    let pod = run_pod(c, "web", json!({}));
+    let server = run_container(
+        c,
+        &pod,
+        "server",
+        "mkdir -p /www && echo pong > /www/index.html && exec httpd -f -p 8080 -h /www",
+    );
+    let client = run_container(
+        c,
+        &pod,
+        "client",
+        "trap 'echo got-term; exit 0' TERM; echo client-started; while :; do sleep 1; done",
+    );
+    let stubborn = run_container(
+        c,
+        &pod,
+        "stubborn",
+        "trap '' TERM; while :; do sleep 1; done",
+    );
+
+    let shims = c.shim_procs();
+    assert_eq!(shims.len(), 1, "one shim for the pod: {shims:?}");
+
+    // The client reaches the server through the pod's shared network namespace.
+    let mut last = None;
+    let reached = crt_e2e::poll(crt_e2e::secs(30), || {
+        let out = c.crictl(&[
+            "exec",
+            "-s",
+            &client,
+            "wget",
+            "-qO-",
+            "http://127.0.0.1:8080/",
+        ]);
+        let ok = out.success() && out.stdout.trim() == "pong";
+        last = Some(out);
+        ok.then_some(())
+    });
+    assert!(
+        reached.is_some(),
+        "client cannot reach the server: {last:?}"
+    );
+
+    let out = c.crictl(&["exec", &client, "sh", "-c", "echo exec-stream-ok"]);
+    assert!(
+        out.success() && out.stdout.trim() == "exec-stream-ok",
+        "{out}"
+    );
+    // Exec probes: the exit code comes back, and a probe that overruns its timeout fails.
+    let out = c.crictl(&["exec", "-s", &client, "sh", "-c", "exit 3"]);
+    assert!(!out.success(), "a failing probe fails:\n{out}");
+    assert!(
+        out.stderr.contains("3"),
+        "the probe's exit code is reported:\n{out}"
+    );
+    let out = c.crictl(&["exec", "-s", "--timeout", "2", &client, "sleep", "30"]);
+    assert!(!out.success(), "a probe past its timeout fails:\n{out}");
+
+    wait_logs(c, &client, "client-started");
+
+    let out = c.crictl(&["stats", "-o", "json", "--id", &client]);
+    assert!(out.success(), "crictl stats failed:\n{out}");
+    let stats: Value = serde_json::from_str(&out.stdout).unwrap();
+    let s = &stats["stats"][0];
+    assert!(
+        s["memory"]["workingSetBytes"]["value"]
+            .as_str()
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|v| v > 0),
+        "memory stats: {s}"
+    );
+    assert!(
+        s["cpu"]["usageCoreNanoSeconds"]["value"]
+            .as_str()
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|v| v > 0),
+        "cpu stats: {s}"
+    );
+
+    let out = c.crictl(&["update", "--memory", "134217728", &client]);
+    assert!(out.success(), "crictl update failed:\n{out}");
+    let info = inspect(c, &client);
+    let pid = info["info"]["pid"].as_u64().expect("client pid") as u32;
+    let limit = match crt_e2e::cgroup_mode() {
+        crt_e2e::CgroupMode::V2 => {
+            crt_e2e::cgroup::host_cgroup_dir(pid, "").map(|d| d.join("memory.max"))
+        }
+        crt_e2e::CgroupMode::V1 => {
+            crt_e2e::cgroup::host_cgroup_dir(pid, "memory").map(|d| d.join("memory.limit_in_bytes"))
+        }
+    }
+    .and_then(|f| fs::read_to_string(f).ok())
+    .unwrap_or_default();
+    assert_eq!(
+        limit.trim(),
+        "134217728",
+        "crictl update reached the cgroup"
+    );
+
+    // Grace periods: TERM first; KILL only for the one that ignores it.
+    let out = c.crictl(&["stop", "-t", "10", &client]);
+    assert!(out.success(), "{out}");
+    let info = inspect(c, &client);
+    assert_eq!(
+        info["status"]["exitCode"], 0,
+        "client exited on TERM: {}",
+        info["status"]
+    );
+    wait_logs(c, &client, "got-term");
+    let out = c.crictl(&["stop", "-t", "2", &stubborn]);
+    assert!(out.success(), "{out}");
+    let info = inspect(c, &stubborn);
+    assert_eq!(
+        info["status"]["exitCode"], 137,
+        "killed after the grace period: {}",
+        info["status"]
+    );
+
+    let out = c.crictl(&["stopp", &pod.id]);
+    assert!(out.success(), "{out}");
+    let out = c.crictl(&["rmp", &pod.id]);
+    assert!(out.success(), "{out}");
+    let gone = crt_e2e::poll(crt_e2e::secs(30), || {
+        c.shim_procs().is_empty().then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "the shim exits with its pod: {:?}",
+        c.shim_procs()
+    );
+    assert_no_leaks(c, &[&pod.id, &server, &client, &stubborn]);
+}
+
+/// shareProcessNamespace: the pod's containers share one pid namespace (the pause container's,
+/// joined by path), so each sees the others' processes.
+fn shared_pid_namespace(c: &Containerd) {
+    let pod = run_pod(
+        c,
+        "sharedpid",
+        json!({"security_context": {"namespace_options": {"pid": 0}}}),
+    );
+    let a = run_container(c, &pod, "a", "exec sleep 1001");
+    let b = run_container(c, &pod, "b", "exec sleep 1002");
+    let mut last = String::new();
+    let seen = crt_e2e::poll(crt_e2e::secs(30), || {
+        let out = c.crictl(&["exec", "-s", &b, "ps", "-o", "args"]);
+        last = out.stdout.clone();
+        (last.contains("sleep 1001") && last.contains("/pause")).then_some(())
+    });
+    assert!(
+        seen.is_some(),
+        "b sees a's process and the pause process:\n{last}"
+    );
+    let out = c.crictl(&["rmp", "-f", &pod.id]);
+    assert!(out.success(), "{out}");
+    assert_no_leaks(c, &[&pod.id, &a, &b]);
+}
