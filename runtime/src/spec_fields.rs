@@ -70,7 +70,7 @@ pub const FIELDS: &[(&str, Handling, &str, &str)] = &[
     ("linux.gidMappings", Applied, r#"[{"containerID": 0, "hostID": 100000, "size": 65536}]"#, "written by the runtime (setgroups stays allowed); container gid 0 must be mapped"),
     ("linux.timeOffsets", Applied, r#"{"boottime": {"secs": 10}}"#, "written before anything enters the time namespace"),
     ("linux.devices", Applied, r#"[{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}]"#, "mknod inside the container"),
-    ("linux.cgroupsPath", Applied, r#""/crt/x""#, "cgroupfs form; the systemd form is refused"),
+    ("linux.cgroupsPath", Applied, r#""/crt/x""#, "cgroupfs form; the systemd form (slice:prefix:name) maps to the path systemd gives the unit"),
     ("linux.resources", Applied, r#"{"memory": {"limit": 67108864}, "pids": {"limit": 10}}"#, "devices, memory, cpu, pids, blockIO, hugepageLimits, network, rdma, unified on cgroup v1 and v2; what the host cannot apply is an error"),
     ("linux.intelRdt", Refused, r#"{"closID": "x"}"#, "resctrl: not supported"),
     ("linux.sysctl", Applied, r#"{"kernel.domainname": "example.org"}"#, "only keys of the container's own namespaces"),

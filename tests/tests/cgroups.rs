@@ -7,7 +7,13 @@ use crt_e2e::cgroup::{self, CgroupMode};
 use crt_e2e::util::has_component;
 use crt_e2e::{assert_no_leaks, cgroup_mode, json, secs, shim_client, Containerd};
 
-crt_e2e::scenarios!(memory_limit, pids_limit, update_limits, metrics);
+crt_e2e::scenarios!(
+    memory_limit,
+    pids_limit,
+    update_limits,
+    metrics,
+    systemd_cgroups_path
+);
 
 const MEMORY_LIMIT: u64 = 64 * 1024 * 1024;
 const PIDS_LIMIT: u64 = 8;
@@ -239,5 +245,39 @@ fn metrics(c: &Containerd) {
         "cpu usage must be non-zero: {m:#}"
     );
     c.kill_and_remove(&id);
+    assert_no_leaks(c, &[&id]);
+}
+
+/// A systemd-form cgroupsPath ("slice:prefix:name", what CRI's systemd driver writes) lands
+/// where systemd would put the unit: the slice expanded into its parents, then
+/// "<prefix>-<name>.scope"; limits apply there, and delete removes the scope (the slices, as
+/// systemd's, stay: the test removes them).
+fn systemd_cgroups_path(c: &Containerd) {
+    let id = c.new_id("sdpath");
+    let slice = format!("crte2e-{}.slice", c.suffix);
+    let mut spec = c.config_spec(&id, &["sh", "-c", "cat /proc/self/cgroup; sleep 1000"]);
+    spec["linux"]["cgroupsPath"] = format!("{slice}:crt:{id}").into();
+    spec["linux"]["resources"]["pids"] = json!({"limit": 33});
+    let mut bg = c.spawn_config(&id, &spec);
+    let want = format!("/crte2e.slice/{slice}/crt-{id}.scope");
+    bg.wait_until("the container's cgroup", |l| l.ends_with(&want), secs(60));
+    let pid = c.wait_task_status(&id, "RUNNING").pid;
+    let dir = cgroup::host_cgroup_dir(pid, "pids").expect("pids cgroup");
+    assert!(
+        dir.ends_with(want.trim_start_matches('/')),
+        "{}",
+        dir.display()
+    );
+    let pids_max = dir.join("pids.max");
+    assert_eq!(fs::read_to_string(&pids_max).unwrap().trim(), "33");
+    c.ctr(&["task", "kill", "-s", "SIGKILL", &id]).assert_ok();
+    let _ = bg.wait(secs(60));
+    assert!(!dir.exists(), "delete removes the scope {}", dir.display());
+    let parents = cgroup::find_cgroup_dirs(&[&slice]);
+    assert!(!parents.is_empty(), "the slices were made");
+    cgroup::remove_cgroup_dirs(parents);
+    for d in cgroup::find_cgroup_dirs(&["crte2e.slice"]) {
+        let _ = fs::remove_dir(d);
+    }
     assert_no_leaks(c, &[&id]);
 }

@@ -221,9 +221,9 @@ const CASES: &[(&str, Patch, &str)] = &[
         "bogus",
     ),
     (
-        "systemd cgroupsPath",
-        |s| s["linux"]["cgroupsPath"] = "system.slice:crt:hostile".into(),
-        "cgroupsPath",
+        "malformed systemd cgroupsPath",
+        |s| s["linux"]["cgroupsPath"] = "system--x.slice:crt:hostile".into(),
+        "empty part between dashes",
     ),
     (
         "negative memory limit",

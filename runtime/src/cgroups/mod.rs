@@ -20,7 +20,8 @@
 //!   "no internal processes" rule stops controllers from being enabled
 //!   otherwise); containerd always passes an explicit path
 //!   (`/<namespace>/<id>`), so this only matters for hand-written specs.
-//! * systemd form (`slice:prefix:name`): not supported yet, rejected with
+//! * systemd form (`slice:prefix:name`): mapped to the cgroupfs path systemd
+//!   would give the unit (`path::systemd_path`); a malformed one is
 //!   [`CgroupError::SystemdPath`].
 //!
 //! Everything that touches the host goes through [`Host`] (parsed from
@@ -135,11 +136,8 @@ pub enum CgroupError {
     #[error("invalid cgroupsPath {path:?}: {reason}")]
     InvalidPath { path: String, reason: String },
 
-    #[error(
-        "cgroupsPath {path:?} is in systemd form (slice:prefix:name), which crt does not support yet; \
-         use a cgroupfs path such as \"/crt/<id>\""
-    )]
-    SystemdPath { path: String },
+    #[error("cgroupsPath {path:?} (systemd form, slice:prefix:name): {reason}")]
+    SystemdPath { path: String, reason: String },
 
     #[error("no usable cgroup filesystem in {}: {reason}", path.display())]
     NoCgroupFs { path: PathBuf, reason: String },

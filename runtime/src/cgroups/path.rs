@@ -42,11 +42,16 @@ impl CgroupsPath {
                 container_id
             }
         };
-        if is_systemd_form(text) {
-            return Err(CgroupError::SystemdPath {
+        let expanded;
+        let text = if is_systemd_form(text) {
+            expanded = systemd_path(text).map_err(|reason| CgroupError::SystemdPath {
                 path: text.to_string(),
-            });
-        }
+                reason,
+            })?;
+            expanded.as_str()
+        } else {
+            text
+        };
         if text.contains('\0') {
             return Err(invalid(text, "contains a NUL byte"));
         }
@@ -157,6 +162,65 @@ pub(crate) fn check_leaf(mount_point: &Path, leaf: &Path) -> Result<()> {
 /// meant for it.
 fn is_systemd_form(p: &str) -> bool {
     !p.starts_with('/') && p.split(':').count() == 3
+}
+
+/// The cgroupfs path systemd gives "slice:prefix:name" (runc's systemd driver rules): the
+/// slice expanded into its parents ("a-b.slice" is "/a.slice/a-b.slice", "" the system
+/// slice), then the unit: "<prefix>-<name>.scope", or `name` itself when it is a slice. crt has
+/// no D-Bus client: the cgroup is made directly where systemd would put the unit.
+pub(crate) fn systemd_path(text: &str) -> std::result::Result<String, String> {
+    let mut parts = text.splitn(3, ':');
+    let (slice, prefix, name) = match (parts.next(), parts.next(), parts.next()) {
+        (Some(s), Some(p), Some(n)) => (s, p, n),
+        _ => return Err("not slice:prefix:name".into()),
+    };
+    if name.is_empty() {
+        return Err("the unit name is empty".into());
+    }
+    for (what, v) in [("slice", slice), ("prefix", prefix), ("name", name)] {
+        if v.contains('/') || v == "." || v == ".." {
+            return Err(format!("the {what} {v:?} is not a plain unit name"));
+        }
+    }
+    let slice = if slice.is_empty() {
+        "system.slice"
+    } else {
+        slice
+    };
+    let mut path = expand_slice(slice)?;
+    let unit = if name.ends_with(".slice") {
+        name.to_string()
+    } else {
+        format!("{prefix}-{name}.scope")
+    };
+    path.push('/');
+    path.push_str(&unit);
+    Ok(path)
+}
+
+/// "a-b-c.slice" => "/a.slice/a-b.slice/a-b-c.slice"; "-.slice" is the root slice.
+fn expand_slice(slice: &str) -> std::result::Result<String, String> {
+    let base = slice
+        .strip_suffix(".slice")
+        .ok_or_else(|| format!("{slice:?} is not a slice (name.slice)"))?;
+    if base == "-" {
+        return Ok(String::new());
+    }
+    let mut path = String::new();
+    let mut prefix = String::new();
+    for part in base.split('-') {
+        if part.is_empty() {
+            return Err(format!("{slice:?}: empty part between dashes"));
+        }
+        if !prefix.is_empty() {
+            prefix.push('-');
+        }
+        prefix.push_str(part);
+        path.push('/');
+        path.push_str(&prefix);
+        path.push_str(".slice");
+    }
+    Ok(path)
 }
 
 #[cfg(test)]
@@ -281,10 +345,33 @@ mod tests {
     }
 
     #[test]
-    fn systemd_form_is_rejected_clearly() {
-        let err = leaf(Some("system.slice:crt:demo"), "demo", Some("/")).unwrap_err();
-        assert!(matches!(err, CgroupError::SystemdPath { .. }), "{err}");
-        assert!(err.to_string().contains("systemd"), "{err}");
+    fn systemd_form_maps_to_where_systemd_puts_the_unit() {
+        let l = leaf(
+            Some("kubepods-besteffort-pod12.slice:cri-containerd:abc"),
+            "abc",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            l,
+            Path::new("/sys/fs/cgroup/memory/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod12.slice/cri-containerd-abc.scope")
+        );
+        assert_eq!(
+            systemd_path(":crt:demo").unwrap(),
+            "/system.slice/crt-demo.scope"
+        );
+        assert_eq!(systemd_path("-.slice:crt:x").unwrap(), "/crt-x.scope");
+        assert_eq!(
+            systemd_path("machine.slice:p:sub.slice").unwrap(),
+            "/machine.slice/sub.slice"
+        );
+        for bad in ["a--b.slice:p:n", "nope:p:n", "a.slice:p:", "a.slice:p:x/y"] {
+            let err = leaf(Some(bad), "n", None).unwrap_err();
+            assert!(
+                matches!(err, CgroupError::SystemdPath { .. }),
+                "{bad}: {err}"
+            );
+        }
         // An absolute path with colons is a plain cgroupfs path.
         assert!(leaf(Some("/a:b:c"), "x", None).is_ok());
     }
