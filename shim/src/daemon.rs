@@ -45,7 +45,10 @@ pub fn run(a: &Args, listener: RawFd) -> Result<(), String> {
         .map_err(|e| format!("block SIGCHLD: {e}"))?;
 
     let bundle = std::env::current_dir().map_err(|e| format!("cwd: {e}"))?;
-    crate::logger::init(&bundle, &a.id, a.debug);
+    let level = std::env::var(crate::options::LOG_LEVEL_ENV)
+        .ok()
+        .and_then(|l| l.parse().ok());
+    crate::logger::init(&bundle, &a.id, a.debug, level);
     let ttrpc_address = std::env::var("TTRPC_ADDRESS")
         .ok()
         .filter(|s| !s.is_empty());

@@ -8,6 +8,7 @@ mod logger;
 mod logging;
 mod metrics;
 mod oom;
+mod options;
 pub mod protocol;
 mod service;
 

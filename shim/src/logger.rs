@@ -7,13 +7,13 @@ use std::sync::Mutex;
 
 struct FifoLogger {
     out: Mutex<Option<std::fs::File>>,
-    level: log::LevelFilter,
     id: String,
 }
 
 impl log::Log for FifoLogger {
+    /// The level is log's max level: `-debug`, or a runtime option's LogLevel.
     fn enabled(&self, m: &log::Metadata) -> bool {
-        m.level() <= self.level
+        m.level() <= log::max_level()
     }
 
     fn log(&self, r: &log::Record) {
@@ -42,20 +42,20 @@ impl log::Log for FifoLogger {
     fn flush(&self) {}
 }
 
-pub fn init(bundle: &std::path::Path, id: &str, debug: bool) {
+/// `level`: a LogLevel from the runtime options `start` got (containerd 1.6), else `-debug`.
+pub fn init(bundle: &std::path::Path, id: &str, debug: bool, level: Option<log::LevelFilter>) {
     let out = std::fs::OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(bundle.join("log"))
         .ok();
-    let level = if debug {
+    let level = level.unwrap_or(if debug {
         log::LevelFilter::Debug
     } else {
         log::LevelFilter::Info
-    };
+    });
     let logger = FifoLogger {
         out: Mutex::new(out),
-        level,
         id: id.to_string(),
     };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {

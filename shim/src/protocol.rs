@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 
 use containerd_shim_protos::api::DeleteResponse;
 use containerd_shim_protos::bootstrap_api::{BootstrapParams, BootstrapResult};
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::{Message, MessageField};
 use sha2::{Digest, Sha256};
 
@@ -58,6 +59,17 @@ pub fn start(a: &Args) -> Result<(), String> {
     let mut stdin = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut stdin);
     let boot = bootstrap(&stdin, a);
+    // containerd 1.6 sends the runtime options only here (an Any), never with Create: check
+    // them now, so a bad table fails the container with its reason.
+    let opts = match &boot {
+        Some(_) => crate::options::CrtOptions::default(),
+        None if stdin.is_empty() => crate::options::CrtOptions::default(),
+        None => {
+            let any = Any::parse_from_bytes(&stdin)
+                .map_err(|e| format!("runtime options on stdin: {e}"))?;
+            crate::options::parse(Some(&any))?
+        }
+    };
     let bundle = std::env::current_dir().map_err(|e| format!("cwd: {e}"))?;
     let dir = boot
         .as_ref()
@@ -93,6 +105,9 @@ pub fn start(a: &Args) -> Result<(), String> {
     .args(["-socket", &path.to_string_lossy()]);
     if a.debug {
         cmd.arg("-debug");
+    }
+    if let Some(level) = opts.log_level {
+        cmd.env(crate::options::LOG_LEVEL_ENV, level.as_str());
     }
     cmd.arg("daemon")
         .current_dir(&bundle)

@@ -397,6 +397,11 @@ impl Task for Service {
         if !req.checkpoint.is_empty() {
             return no_criu("restore from a checkpoint");
         }
+        let opts = crate::options::parse(req.options.as_ref())
+            .map_err(|e| status(Code::INVALID_ARGUMENT, format!("crt: create {id}: {e}")))?;
+        if let Some(level) = opts.log_level {
+            log::set_max_level(level);
+        }
         let bundle = PathBuf::from(&req.bundle);
         let rootfs: Vec<RootfsMount> = req
             .rootfs

@@ -953,7 +953,27 @@ fn cri_config_toml(version: Version, dir: &Path, runtime: &str) -> String {
         if runtime == RUNC_RUNTIME {
             format!("\n      [{key}.options]\n        Root = '{d}/state/runc'\n")
         } else {
-            String::new()
+            // Two more handlers for crt's own options: one valid table, one with a bad key.
+            // containerd 1.6 decodes the table into runtimeoptions.v1.Options' own fields
+            // (ConfigPath), dropping any other key: there the options live in files.
+            let base = key.trim_end_matches(".crt");
+            let table = |name: &str, body: &str| {
+                if version == Version::V16 {
+                    let file = dir.join(format!("etc/{name}.toml"));
+                    fs::write(&file, body).unwrap();
+                    format!("ConfigPath = '{}'", file.display())
+                } else {
+                    body.to_string()
+                }
+            };
+            format!(
+                "\n      [{base}.crt-opts]\n        runtime_type = '{runtime}'\n        \
+                 [{base}.crt-opts.options]\n          {}\n      \
+                 [{base}.crt-bad]\n        runtime_type = '{runtime}'\n        \
+                 [{base}.crt-bad.options]\n          {}\n",
+                table("crt-opts", "LogLevel = 'debug'"),
+                table("crt-bad", "Bogus = 1")
+            )
         }
     };
     match version {

@@ -5,7 +5,7 @@ use std::fs;
 
 use crt_e2e::{assert_no_leaks, json, Containerd, Value, CRI_HANDLER, IMAGE};
 
-crt_e2e::cri_scenarios!(pod_lifecycle, shared_pid_namespace);
+crt_e2e::cri_scenarios!(pod_lifecycle, shared_pid_namespace, runtime_options);
 
 /// Writes `v` as a JSON file in the harness dir and returns its path.
 fn write_json(c: &Containerd, name: &str, v: &Value) -> String {
@@ -21,6 +21,16 @@ struct Pod {
 
 /// `crictl runp --runtime crt` a pod named `name`; `linux` is the pod's LinuxPodSandboxConfig.
 fn run_pod(c: &Containerd, name: &str, linux: Value) -> Pod {
+    try_run_pod(c, name, linux, CRI_HANDLER)
+        .unwrap_or_else(|out| panic!("crictl runp failed:\n{out}\n{}", c.log_tail(30)))
+}
+
+fn try_run_pod(
+    c: &Containerd,
+    name: &str,
+    linux: Value,
+    handler: &str,
+) -> Result<Pod, crt_e2e::Output> {
     let logs = c.dir.join("pods").join(name);
     fs::create_dir_all(&logs).unwrap();
     let config = write_json(
@@ -33,15 +43,13 @@ fn run_pod(c: &Containerd, name: &str, linux: Value) -> Pod {
             "linux": linux,
         }),
     );
-    let out = c.crictl(&["runp", "--runtime", CRI_HANDLER, &config]);
-    assert!(
-        out.success(),
-        "crictl runp failed:\n{out}\n{}",
-        c.log_tail(30)
-    );
+    let out = c.crictl(&["runp", "--runtime", handler, &config]);
+    if !out.success() {
+        return Err(out);
+    }
     let id = out.stdout.trim().to_string();
     c.track_id(&id);
-    Pod { id, config }
+    Ok(Pod { id, config })
 }
 
 /// `crictl create` + `start` a busybox container running `sh -c script` in `pod`.
@@ -246,4 +254,31 @@ fn shared_pid_namespace(c: &Containerd) {
     let out = c.crictl(&["rmp", "-f", &pod.id]);
     assert!(out.success(), "{out}");
     assert_no_leaks(c, &[&pod.id, &a, &b]);
+}
+
+/// A handler's options table reaches crt as runtimeoptions.v1.Options: crt's own keys are
+/// taken (LogLevel), an unknown one fails the pod with the key named, and leaves nothing.
+fn runtime_options(c: &Containerd) {
+    if c.is_runc() {
+        return; // the extra handlers exist for crt only
+    }
+    let pod = try_run_pod(c, "withopts", json!({}), "crt-opts")
+        .unwrap_or_else(|out| panic!("a pod with valid options:\n{out}"));
+    let out = c.crictl(&["rmp", "-f", &pod.id]);
+    assert!(out.success(), "{out}");
+    let err = match try_run_pod(c, "badopts", json!({}), "crt-bad") {
+        Ok(p) => panic!("options with an unknown key must fail the pod {}", p.id),
+        Err(out) => out,
+    };
+    assert!(
+        err.stderr.contains("unknown key \\\"Bogus\\\"")
+            || err.stderr.contains("unknown key \"Bogus\""),
+        "the error names the key:\n{err}"
+    );
+    let left = c.crictl(&["pods", "-q"]);
+    for id in left.stdout.split_whitespace() {
+        c.track_id(id);
+        let _ = c.crictl(&["rmp", "-f", id]);
+    }
+    assert_no_leaks(c, &[&pod.id]);
 }
