@@ -392,12 +392,17 @@ impl Containerd {
     }
 
     pub fn crictl_timeout<S: AsRef<std::ffi::OsStr>>(&self, args: &[S], t: Duration) -> Output {
+        cmd::run_timeout(self.crictl_command(args), t)
+    }
+
+    /// The command `crictl --config <this instance's crictl.yaml> <args>`, not started.
+    pub fn crictl_command<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
         let mut cmd = Command::new(Version::V2.bin_dir().join("crictl"));
         cmd.arg("--config").arg(self.dir.join("etc/crictl.yaml"));
         for a in args {
             cmd.arg(a);
         }
-        cmd::run_timeout(cmd, t)
+        cmd
     }
 
     /// Remember an id CRI made (a pod's or a container's), so cleanup and leak checks know it.
@@ -803,7 +808,10 @@ impl Containerd {
         let idrefs: Vec<&str> = ids.iter().map(String::as_str).collect();
         cgroup::remove_cgroup_dirs(cgroup::find_cgroup_dirs(&idrefs));
         if let Some(br) = &self.cri_bridge {
-            let _ = Command::new("ip").args(["link", "del", br]).status();
+            let _ = Command::new("ip")
+                .args(["link", "del", br])
+                .stderr(Stdio::null())
+                .status();
         }
         // unmount everything below the dir, deepest first
         let mut mps: Vec<String> = util::host_mounts()

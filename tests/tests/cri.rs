@@ -5,7 +5,12 @@ use std::fs;
 
 use crt_e2e::{assert_no_leaks, json, Containerd, Value, CRI_HANDLER, IMAGE};
 
-crt_e2e::cri_scenarios!(pod_lifecycle, shared_pid_namespace, runtime_options);
+crt_e2e::cri_scenarios!(
+    pod_lifecycle,
+    shared_pid_namespace,
+    runtime_options,
+    terminals
+);
 
 /// Writes `v` as a JSON file in the harness dir and returns its path.
 fn write_json(c: &Containerd, name: &str, v: &Value) -> String {
@@ -54,17 +59,22 @@ fn try_run_pod(
 
 /// `crictl create` + `start` a busybox container running `sh -c script` in `pod`.
 fn run_container(c: &Containerd, pod: &Pod, name: &str, script: &str) -> String {
-    let config = write_json(
-        c,
-        &format!("ctr-{name}.json"),
-        &json!({
-            "metadata": {"name": name},
-            "image": {"image": IMAGE},
-            "command": ["sh", "-c", script],
-            "log_path": format!("{name}.log"),
-            "linux": {},
-        }),
-    );
+    run_container_with(c, pod, name, json!({"command": ["sh", "-c", script]}))
+}
+
+/// `crictl create` + `start` a busybox container named `name` in `pod`; `extra`'s keys are
+/// set over the basic ContainerConfig.
+fn run_container_with(c: &Containerd, pod: &Pod, name: &str, extra: Value) -> String {
+    let mut cfg = json!({
+        "metadata": {"name": name},
+        "image": {"image": IMAGE},
+        "log_path": format!("{name}.log"),
+        "linux": {},
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        cfg[k] = v.clone();
+    }
+    let config = write_json(c, &format!("ctr-{name}.json"), &cfg);
     let out = c.crictl(&["create", &pod.id, &config, &pod.config]);
     assert!(out.success(), "crictl create {name} failed:\n{out}");
     let id = out.stdout.trim().to_string();
@@ -105,11 +115,15 @@ fn pod_lifecycle(c: &Containerd) {
         "server",
         "mkdir -p /www && echo pong > /www/index.html && exec httpd -f -p 8080 -h /www",
     );
-    let client = run_container(
+    let client = run_container_with(
         c,
         &pod,
         "client",
-        "trap 'echo got-term; exit 0' TERM; echo client-started; while :; do sleep 1; done",
+        json!({
+            "command": ["sh", "-c",
+                "trap 'echo got-term; exit 0' TERM; echo client-started; while :; do sleep 1; done"],
+            "linux": {"resources": {"oom_score_adj": 500}},
+        }),
     );
     let stubborn = run_container(
         c,
@@ -157,6 +171,16 @@ fn pod_lifecycle(c: &Containerd) {
     assert!(!out.success(), "a probe past its timeout fails:\n{out}");
 
     wait_logs(c, &client, "client-started");
+    // kubelet's log file, in CRI's format: "<time> stdout F <line>".
+    let log = fs::read_to_string(c.dir.join("pods/web/client.log")).unwrap_or_default();
+    assert!(
+        log.lines().any(|l| l.ends_with(" stdout F client-started")),
+        "the pod's log file has the line in CRI's format:\n{log}"
+    );
+    let info = inspect(c, &client);
+    let pid = info["info"]["pid"].as_u64().expect("client pid");
+    let adj = fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).unwrap_or_default();
+    assert_eq!(adj.trim(), "500", "the container's oom_score_adj");
 
     let out = c.crictl(&["stats", "-o", "json", "--id", &client]);
     assert!(out.success(), "crictl stats failed:\n{out}");
@@ -179,8 +203,7 @@ fn pod_lifecycle(c: &Containerd) {
 
     let out = c.crictl(&["update", "--memory", "134217728", &client]);
     assert!(out.success(), "crictl update failed:\n{out}");
-    let info = inspect(c, &client);
-    let pid = info["info"]["pid"].as_u64().expect("client pid") as u32;
+    let pid = pid as u32;
     let limit = match crt_e2e::cgroup_mode() {
         crt_e2e::CgroupMode::V2 => {
             crt_e2e::cgroup::host_cgroup_dir(pid, "").map(|d| d.join("memory.max"))
@@ -281,4 +304,53 @@ fn runtime_options(c: &Containerd) {
         let _ = c.crictl(&["rmp", "-f", id]);
     }
     assert_no_leaks(c, &[&pod.id]);
+}
+
+/// `crictl exec -it` gets a terminal (its size follows the client's resize, which races the
+/// command: ctr's terminal tests check sizes); `crictl attach -it` reaches a
+/// tty container's shell, and its exit ends the container.
+fn terminals(c: &Containerd) {
+    use crt_e2e::tty::TtyCommand;
+    let pod = run_pod(c, "tty", json!({}));
+    let sh = run_container_with(
+        c,
+        &pod,
+        "shell",
+        json!({"command": ["sh"], "tty": true, "stdin": true}),
+    );
+    let t = TtyCommand::spawn(
+        c.crictl_command(&["exec", "-it", &sh, "sh", "-c", "tty; echo exec-tty-ok"]),
+        30,
+        100,
+    );
+    let (status, out) = t.wait(crt_e2e::secs(60));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "crictl exec -it:\n{out}"
+    );
+    assert!(out.contains("/dev/pts/"), "a terminal:\n{out}");
+    assert!(out.contains("exec-tty-ok"), "{out}");
+
+    let mut t = TtyCommand::spawn(c.crictl_command(&["attach", "-it", &sh]), 24, 80);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    t.write("echo attached-$((40+2))\r");
+    t.wait_for(
+        "the attached shell's answer",
+        |o| o.contains("attached-42"),
+        crt_e2e::secs(30),
+    );
+    t.write("exit\r");
+    let (_, out) = t.wait(crt_e2e::secs(60));
+    let state = crt_e2e::poll(crt_e2e::secs(30), || {
+        let info = inspect(c, &sh);
+        (info["status"]["state"] == "CONTAINER_EXITED").then_some(())
+    });
+    assert!(
+        state.is_some(),
+        "exit in the attached shell ends the container:\n{out}"
+    );
+    let out = c.crictl(&["rmp", "-f", &pod.id]);
+    assert!(out.success(), "{out}");
+    assert_no_leaks(c, &[&pod.id, &sh]);
 }

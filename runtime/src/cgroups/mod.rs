@@ -322,12 +322,15 @@ impl Manager {
         self.apply(&rest)
     }
 
-    /// The device rules of `resources`, alone.
+    /// The device rules of `resources`, alone, followed by the devices every container gets
+    /// (runc's list: see [`default_allowed_devices`]).
     pub fn apply_devices(&self, resources: &oci_spec::runtime::LinuxResources) -> Result<()> {
         match resources.devices() {
             Some(d) if !d.is_empty() => {
+                let mut rules = d.clone();
+                rules.extend(default_allowed_devices());
                 let mut only = oci_spec::runtime::LinuxResources::default();
-                only.set_devices(Some(d.clone()));
+                only.set_devices(Some(rules));
                 self.apply(&only)
             }
             _ => Ok(()),
@@ -400,6 +403,39 @@ impl Manager {
     pub fn is_v2(&self) -> bool {
         matches!(self, Manager::V2(_))
     }
+}
+
+/// What runc allows after a spec's own device rules, so that a spec that only denies
+/// everything (CRI's containers and sandboxes) still has working /dev/null, /dev/zero, ...,
+/// terminals (/dev/pts/*, /dev/ptmx) and /dev/net/tun, and may mknod (not open) any device.
+pub fn default_allowed_devices() -> Vec<oci_spec::runtime::LinuxDeviceCgroup> {
+    use oci_spec::runtime::{LinuxDeviceCgroupBuilder, LinuxDeviceType as T};
+    let rule = |typ: T, major: Option<i64>, minor: Option<i64>, access: &str| {
+        let mut b = LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .typ(typ)
+            .access(access);
+        if let Some(m) = major {
+            b = b.major(m);
+        }
+        if let Some(m) = minor {
+            b = b.minor(m);
+        }
+        b.build().expect("a complete device rule")
+    };
+    vec![
+        rule(T::C, None, None, "m"),
+        rule(T::B, None, None, "m"),
+        rule(T::C, Some(1), Some(3), "rwm"),
+        rule(T::C, Some(1), Some(8), "rwm"),
+        rule(T::C, Some(1), Some(7), "rwm"),
+        rule(T::C, Some(5), Some(0), "rwm"),
+        rule(T::C, Some(1), Some(5), "rwm"),
+        rule(T::C, Some(1), Some(9), "rwm"),
+        rule(T::C, Some(136), None, "rwm"),
+        rule(T::C, Some(5), Some(2), "rwm"),
+        rule(T::C, Some(10), Some(200), "rwm"),
+    ]
 }
 
 /// Best guess at a hierarchy's controllers from its mount point, for state
