@@ -27,7 +27,7 @@ RUNTIME=${CRT_TEST_RUNTIME:-io.containerd.crt.v1}
 CARGO=${CARGO:-cargo}
 # The whole suite: on v2 every scenario takes the v2 paths (CLONE_INTO_CGROUP, the eBPF device
 # filter, memory.max/pids.max, cgroup.kill), and it fits in a few minutes even emulated.
-V2VM_TESTS=${V2VM_TESTS:-basic: cgroups: escapes: exec: harness: hooks: hostile: isolation: logging: oom: pause: restart: robustness: seccomp: terminal: userns:}
+V2VM_TESTS=${V2VM_TESTS:-basic: cgroups: cri: escapes: exec: harness: hooks: hostile: isolation: logging: oom: pause: restart: robustness: seccomp: terminal: userns:}
 THREADS=${V2VM_THREADS:-1}
 
 cd "$REPO"
@@ -58,6 +58,10 @@ export CRT_SHARED_DIR=$SHARED
 export CRT_TEST_IMAGE_TAR=$TARGET_DIR/e2e-v2vm/busybox-oci.tar
 mkdir -p "$TARGET_DIR/e2e-v2vm"
 python3 "$SHARED/containerd2/build-busybox-image.py" busybox -o "$CRT_TEST_IMAGE_TAR" >&2
+# and CRI's pause image
+export CRT_TEST_PAUSE_TAR=$TARGET_DIR/e2e-v2vm/pause-oci.tar
+python3 "$SHARED/containerd2/build-busybox-image.py" pause \
+  --pause-bin "${CONTAINERD2_DIR:-/opt/containerd2}/libexec/pause" -o "$CRT_TEST_PAUSE_TAR" >&2
 # containerd logs of failed tests land in the shared target dir (the VM's /tmp is thrown away)
 export CRT_TEST_LOG_DIR=$TARGET_DIR/e2e-v2vm/logs
 export CRT_TEST_RUNTIME=$RUNTIME

@@ -27,6 +27,8 @@ pub struct CreateOpts<'a> {
     pub stdio: [BorrowedFd<'a>; 3],
     /// Called with each line the init helper wants logged.
     pub log: &'a dyn Fn(&str),
+    /// runc's NoNewKeyring: keep the caller's session keyring instead of the container's own.
+    pub no_new_keyring: bool,
 }
 
 pub struct Container {
@@ -45,6 +47,8 @@ pub struct Container {
     hook_state: StateBase,
     /// The device rules applied at create, which an update may only repeat.
     devices: Vec<oci_spec::runtime::LinuxDeviceCgroup>,
+    /// The session keyring its processes join (runc's "_ses.<id>"), unless NoNewKeyring.
+    keyring: Option<String>,
 }
 
 impl Container {
@@ -54,6 +58,9 @@ impl Container {
     pub fn create(opts: CreateOpts<'_>) -> Result<Container> {
         let mut loaded = spec::load(opts.bundle)?;
         loaded.plan.hook_state.id = opts.id.to_string();
+        if !opts.no_new_keyring {
+            loaded.plan.process.session_keyring = Some(session_keyring(opts.id));
+        }
         let mut st = State {
             id: opts.id.to_string(),
             poststop: loaded.hooks.poststop.clone(),
@@ -174,6 +181,7 @@ impl Container {
                 poststart: loaded.hooks.poststart.clone(),
                 poststop: loaded.hooks.poststop.clone(),
                 hook_state: loaded.plan.hook_state.clone(),
+                keyring: loaded.plan.process.session_keyring.clone(),
                 devices: loaded
                     .resources
                     .as_ref()
@@ -217,6 +225,7 @@ impl Container {
         log: &dyn Fn(&str),
     ) -> Result<Exec> {
         process.seccomp = self.seccomp.clone();
+        process.session_keyring = self.keyring.clone();
         let listener = Listener::of(&self.seccomp, &self.hook_state);
         let plan = ExecPlan {
             init_pid: self.pid,
@@ -346,6 +355,11 @@ struct HandshakeEvents<'a> {
     listener: Option<&'a Listener>,
     /// What to write when the helper has unshared its user namespace.
     id_maps: Option<&'a crate::userns::IdMaps>,
+}
+
+/// runc's name for a container's session keyring, which its execs join too.
+fn session_keyring(id: &str) -> String {
+    format!("_ses.{id}")
 }
 
 /// Start the helper in `cgroup` and take it through the handshake up to Ready. `on_pid` hears

@@ -78,6 +78,10 @@ pub struct ProcessPlan {
     pub scheduler: Option<crate::sched::SchedPlan>,
     /// ioprio_set(2)'s value.
     pub io_priority: Option<u32>,
+    /// The session keyring to join (set by the runtime, not the spec): a container does not
+    /// share its runtime's keys.
+    #[serde(default)]
+    pub session_keyring: Option<String>,
 }
 
 /// A bind of one cgroup hierarchy's leaf into the container's cgroup mount (filled in by the
@@ -618,6 +622,7 @@ fn plan_process(p: &oci_spec::runtime::Process) -> Result<ProcessPlan> {
             .map(crate::sched::io_priority)
             .transpose()
             .map_err(invalid)?,
+        session_keyring: None,
     })
 }
 

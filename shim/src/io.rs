@@ -257,6 +257,19 @@ impl Stdio {
             .map(|c| [c[0].as_fd(), c[1].as_fd(), c[2].as_fd()])
     }
 
+    /// Give the pipes and fifos the container gets as fds 0-2 to `uid`/`gid` (runc's IoUid
+    /// and IoGid), so a user namespace's root can reopen them (/dev/stdout). Nothing else
+    /// changes owner: /dev/null stays the host's.
+    pub fn chown_child(&self, uid: u32, gid: u32) -> std::io::Result<()> {
+        for fd in self.child.iter().flatten() {
+            let st = nix::sys::stat::fstat(fd)?;
+            if st.st_mode & libc::S_IFMT == libc::S_IFIFO {
+                nix::unistd::fchown(fd, Some(uid.into()), Some(gid.into()))?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn close_stdin(&mut self) {
         self.stdin_writer = None;
     }

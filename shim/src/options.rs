@@ -15,9 +15,16 @@ use containerd_shim_protos::protobuf::CodedInputStream;
 pub struct CrtOptions {
     /// `LogLevel`: the shim's log level from this create on ("error" ... "trace").
     pub log_level: Option<log::LevelFilter>,
+    /// runc's IoUid/IoGid (ctr sends them for a container with a user namespace): the owner
+    /// of the pipes and fifos the container's stdio is, so its root can reopen them.
+    pub io_owner: Option<(u32, u32)>,
+    /// runc's NoNewKeyring: the container keeps the shim's session keyring.
+    pub no_new_keyring: bool,
 }
 
 const RUNTIME_OPTIONS: &str = "runtimeoptions.v1.Options";
+const RUNC_OPTIONS: &str = "containerd.runc.v1.Options";
+const RUNC_V1_CREATE_OPTIONS: &str = "containerd.linux.runc.CreateOptions";
 
 /// How `start` hands the daemon a LogLevel it read (containerd 1.6 passes options there only).
 pub const LOG_LEVEL_ENV: &str = "CRT_SHIM_LOG_LEVEL";
@@ -30,6 +37,12 @@ pub fn parse(any: Option<&Any>) -> Result<CrtOptions, String> {
         return Ok(CrtOptions::default());
     }
     let kind = any.type_url.rsplit('/').next().unwrap_or_default();
+    if kind == RUNC_OPTIONS {
+        return runc_options(&any.value, &RUNC_V2, kind);
+    }
+    if kind == RUNC_V1_CREATE_OPTIONS {
+        return runc_options(&any.value, &RUNC_V1_CREATE, kind);
+    }
     if kind != RUNTIME_OPTIONS {
         return Err(format!(
             "runtime options of type {:?}: crt takes {RUNTIME_OPTIONS} (a CRI handler's options table) only",
@@ -67,6 +80,89 @@ fn decode(bytes: &[u8]) -> Result<(String, Vec<u8>), String> {
         }
     }
     Ok((path, body))
+}
+
+/// Field numbers of runc's two options messages: containerd.runc.v1.Options (shim v2) and
+/// containerd.linux.runc.CreateOptions (what ctr 1.6 sends for a user namespace).
+struct RuncLayout {
+    no_pivot_root: u32,
+    no_new_keyring: u32,
+    shim_cgroup: u32,
+    io_uid: u32,
+    io_gid: u32,
+    /// runc's own paths (binary, state root, ...): no meaning without runc.
+    runc_paths: &'static [u32],
+    /// CRIU's settings: crt has no CRIU.
+    criu: &'static [u32],
+}
+
+const RUNC_V2: RuncLayout = RuncLayout {
+    no_pivot_root: 1,
+    no_new_keyring: 2,
+    shim_cgroup: 3,
+    io_uid: 4,
+    io_gid: 5,
+    runc_paths: &[6, 7, 8, 9, 12, 13],
+    criu: &[10, 11],
+};
+
+const RUNC_V1_CREATE: RuncLayout = RuncLayout {
+    no_pivot_root: 1,
+    no_new_keyring: 8,
+    shim_cgroup: 9,
+    io_uid: 10,
+    io_gid: 11,
+    runc_paths: &[],
+    criu: &[2, 3, 4, 5, 6, 7, 12, 13],
+};
+
+/// runc's options, which ctr and other clients send whatever the runtime: what means something
+/// without runc is honoured, runc's own paths are left aside with a log line, and what crt
+/// cannot do is an error.
+fn runc_options(bytes: &[u8], layout: &RuncLayout, kind: &str) -> Result<CrtOptions, String> {
+    let bad = |e| format!("runtime options: malformed {kind}: {e}");
+    let mut is = CodedInputStream::from_bytes(bytes);
+    let mut o = CrtOptions::default();
+    let (mut uid, mut gid) = (0u32, 0u32);
+    while let Some(tag) = is.read_raw_tag_or_eof().map_err(bad)? {
+        let (field, wire) = (tag >> 3, tag & 7);
+        let wt = WireType::new(wire)
+            .ok_or_else(|| format!("runtime options: bad wire type in tag {tag:#x}"))?;
+        // Every field's value, read whatever its use: varints as numbers, the rest as bytes.
+        let (num, bytes) = match wt {
+            WireType::Varint => (is.read_uint64().map_err(bad)?, Vec::new()),
+            WireType::LengthDelimited => (0, is.read_bytes().map_err(bad)?),
+            _ => {
+                is.skip_field(wt).map_err(bad)?;
+                continue;
+            }
+        };
+        let set = num != 0 || !bytes.is_empty();
+        let text = String::from_utf8_lossy(&bytes).to_string();
+        if field == layout.no_pivot_root && set {
+            return Err("runtime option NoPivotRoot: crt always uses pivot_root".into());
+        } else if field == layout.no_new_keyring {
+            o.no_new_keyring = set;
+        } else if field == layout.shim_cgroup && set {
+            return Err(format!(
+                "runtime option ShimCgroup {text:?}: not supported by crt"
+            ));
+        } else if field == layout.io_uid {
+            uid = num as u32;
+        } else if field == layout.io_gid {
+            gid = num as u32;
+        } else if layout.criu.contains(&field) && set {
+            return Err(format!(
+                "runtime options: {kind} field {field} is a CRIU setting, and crt has no CRIU integration"
+            ));
+        } else if layout.runc_paths.contains(&field) && set {
+            log::info!("runtime options: {kind} field {field} ({text:?}) has no meaning for crt (no runc binary or state)");
+        }
+    }
+    if uid != 0 || gid != 0 {
+        o.io_owner = Some((uid, gid));
+    }
+    Ok(o)
 }
 
 /// A flat TOML table (`Key = "string"`, comments, blank lines): all crt's options need.
@@ -141,10 +237,39 @@ mod tests {
             .contains("unknown key \"Bogus\""));
         let a = any(RUNTIME_OPTIONS, "", "LogLevel = 'loud'\n");
         assert!(parse(Some(&a)).unwrap_err().contains("LogLevel is one of"));
-        let a = any("containerd.runc.v1.Options", "", "");
+        let a = any("containerd.other.v1.Options", "", "");
         assert!(parse(Some(&a))
             .unwrap_err()
-            .contains("containerd.runc.v1.Options"));
+            .contains("containerd.other.v1.Options"));
+        // runc's: IoUid 100000 (field 4), IoGid 100000 (5), NoNewKeyring (2).
+        let runc = |v: Vec<u8>| Any {
+            type_url: RUNC_OPTIONS.to_string(),
+            value: v,
+            ..Default::default()
+        };
+        let varint = |mut n: u32| {
+            let mut out = Vec::new();
+            loop {
+                let b = (n & 0x7f) as u8;
+                n >>= 7;
+                if n == 0 {
+                    out.push(b);
+                    return out;
+                }
+                out.push(b | 0x80);
+            }
+        };
+        let mut v = vec![0x20];
+        v.extend(varint(100000));
+        v.push(0x28);
+        v.extend(varint(100000));
+        v.extend([0x10, 1]);
+        let o = parse(Some(&runc(v))).unwrap();
+        assert_eq!(o.io_owner, Some((100000, 100000)));
+        assert!(o.no_new_keyring);
+        assert!(parse(Some(&runc(vec![0x08, 1])))
+            .unwrap_err()
+            .contains("NoPivotRoot"));
         let dir = std::env::temp_dir().join(format!("crt-opts-{}", std::process::id()));
         std::fs::write(&dir, "LogLevel = \"warn\"\n").unwrap();
         let a = any(RUNTIME_OPTIONS, dir.to_str().unwrap(), "");

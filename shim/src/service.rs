@@ -88,6 +88,8 @@ struct Proc {
     pending_exit: Option<(u32, Timestamp)>,
     /// This container's entry in the OOM watcher.
     oom_watch: Option<u64>,
+    /// runc's IoUid/IoGid from the create's options: its execs' stdio gets them too.
+    io_owner: Option<(u32, u32)>,
 }
 
 impl Proc {
@@ -419,6 +421,11 @@ impl Task for Service {
         };
         let mut io = open_stdio(req.terminal, [&req.stdin, &req.stdout, &req.stderr], &owner)
             .map_err(|e| status(Code::UNKNOWN, format!("crt: create {id}: stdio: {e}")))?;
+        if let Some((uid, gid)) = opts.io_owner {
+            io.chown_child(uid, gid).map_err(|e| {
+                status(Code::UNKNOWN, format!("crt: create {id}: IoUid/IoGid: {e}"))
+            })?;
+        }
         let log_line = |l: &str| log::info!("container {id}: {l}");
         let created = {
             let fds = io
@@ -430,6 +437,7 @@ impl Task for Service {
                 rootfs: &rootfs,
                 stdio: fds,
                 log: &log_line,
+                no_new_keyring: opts.no_new_keyring,
             })
         };
         io.child = None;
@@ -462,6 +470,7 @@ impl Task for Service {
             oom_reported: 0,
             pending_exit: None,
             oom_watch,
+            io_owner: opts.io_owner,
         };
         if let Some(e) = exit {
             self.init_exited(&id, &mut p, e);
@@ -711,6 +720,14 @@ impl Task for Service {
                 Code::FAILED_PRECONDITION,
                 format!("container {id} is {:?}: cannot exec in it", p.init.status),
             ));
+        }
+        if let Some((uid, gid)) = p.io_owner {
+            io.chown_child(uid, gid).map_err(|e| {
+                status(
+                    Code::UNKNOWN,
+                    format!("crt: exec {exec_id}: IoUid/IoGid: {e}"),
+                )
+            })?;
         }
         let c = p.container.as_ref().ok_or_else(|| not_found(&id))?;
         let log_line = |l: &str| log::info!("container {id} exec {exec_id}: {l}");

@@ -6,7 +6,7 @@ use std::fs;
 
 use crt_e2e::spec::{self, CapSets};
 use crt_e2e::util::parse_mountinfo;
-use crt_e2e::{assert_no_leaks, Containerd};
+use crt_e2e::{assert_no_leaks, secs, Containerd, Value};
 
 crt_e2e::scenarios!(
     namespaces,
@@ -21,7 +21,8 @@ crt_e2e::scenarios!(
     scheduling_and_personality,
     time_namespace,
     recursive_read_only,
-    deny_all_devices
+    deny_all_devices,
+    session_keyring
 );
 
 /// Runs `sh -c script` with `--rm` and returns stdout; panics with the output unless it exits 0.
@@ -682,5 +683,57 @@ fn deny_all_devices(c: &Containerd) {
         out.stdout.contains("mem=denied"),
         "the deny-all rule holds for the rest:\n{out}"
     );
+    assert_no_leaks(c, &[&id]);
+}
+
+/// Each container gets a session keyring of its own, "_ses.<id>" as under runc (the runtime's
+/// keys stay out of reach), which its execs join too. /proc/keys is unmasked for the look.
+fn session_keyring(c: &Containerd) {
+    if !std::path::Path::new("/proc/keys").exists() {
+        eprintln!("no /proc/keys on this kernel: nothing to check");
+        return;
+    }
+    let id = c.new_id("keyring");
+    let mut spec = c.config_spec(
+        &id,
+        &[
+            "sh",
+            "-c",
+            "grep -c keyring /proc/keys; grep _ses /proc/keys; sleep 1000",
+        ],
+    );
+    let masked: Vec<Value> = spec["linux"]["maskedPaths"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p != "/proc/keys")
+        .collect();
+    spec["linux"]["maskedPaths"] = Value::Array(masked);
+    let mut bg = c.spawn_config(&id, &spec);
+    let name = format!("_ses.{id}");
+    // wait_until panics with every line seen if the container's keyring never shows up.
+    let own = format!("keyring   {name}:");
+    bg.wait_until(
+        "the init's own session keyring",
+        |l| l.contains(&own),
+        secs(60),
+    );
+    let ex = c.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "k",
+        &id,
+        "grep",
+        "_ses",
+        "/proc/keys",
+    ]);
+    assert!(
+        ex.stdout.contains(&name),
+        "an exec joins the container's session keyring:\n{ex}"
+    );
+    c.ctr(&["task", "kill", "-s", "SIGKILL", &id]).assert_ok();
+    let _ = bg.wait(secs(60));
     assert_no_leaks(c, &[&id]);
 }

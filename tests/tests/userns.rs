@@ -95,6 +95,7 @@ fn uidmap_with_ctr(c: &Containerd) {
         echo x > /dev/null && echo devnull=ok; \
         echo owner=$(stat -c '%u:%g' /etc/passwd); \
         touch /written && echo write=ok; \
+        echo via-dev-stdout > /dev/stdout; \
         echo net=$(ls /sys/class/net | tr '\\n' ' ')";
     let out = c.ctr(&["task", "exec", "--exec-id", "e1", &id, "sh", "-c", script]);
     assert!(out.success(), "exec into the user namespace failed:\n{out}");
@@ -111,6 +112,8 @@ fn uidmap_with_ctr(c: &Containerd) {
         "devnull=ok",
         "owner=0:0",
         "write=ok",
+        // Its stdio reopened by path: IoUid/IoGid made the container's root their owner.
+        "via-dev-stdout",
     ] {
         assert!(o.contains(want), "exec output lacks {want:?}:\n{out}");
     }

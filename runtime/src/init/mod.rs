@@ -293,6 +293,10 @@ fn ns_name(flag: i32) -> Option<&'static str> {
 fn finish(ch: &mut Channel, p: &ProcessPlan, init: Option<&Plan>) -> Result<(), String> {
     let is_init = init.is_some();
     process::set_rlimits(p)?;
+    if let Some(ring) = &p.session_keyring {
+        let userns = init.is_some_and(|plan| plan.has_ns(libc::CLONE_NEWUSER));
+        process::join_session_keyring(ring, is_init, userns)?;
+    }
     if p.terminal {
         // Before credentials: binding /dev/console needs CAP_SYS_ADMIN.
         console::setup(ch, p, is_init)?;

@@ -31,6 +31,56 @@ pub fn set_rlimits(p: &ProcessPlan) -> R<()> {
     Ok(())
 }
 
+/// Join the container's own session keyring (`name`, made if it does not exist), as runc does:
+/// the container must not see the keys of the runtime's session. The init also makes it
+/// searchable by the container's users (by uid, or by "other" in a user namespace, where the
+/// owner is not mapped). Kernels without keyrings (ENOSYS) go on without, as under runc.
+pub fn join_session_keyring(name: &str, init: bool, userns: bool) -> R<()> {
+    const KEYCTL_DESCRIBE: libc::c_int = 6;
+    const KEYCTL_SETPERM: libc::c_int = 5;
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_int = 1;
+    let c = std::ffi::CString::new(name).map_err(|_| format!("keyring name {name:?}"))?;
+    // SAFETY: keyctl with a valid C string.
+    let id = unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, c.as_ptr()) };
+    if id < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENOSYS) {
+            return Ok(());
+        }
+        return Err(format!("join session keyring {name}: {e}"));
+    }
+    if !init {
+        return Ok(());
+    }
+    let mut buf = [0u8; 512];
+    // SAFETY: the kernel writes at most buf.len() bytes into buf.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_DESCRIBE,
+            id,
+            buf.as_mut_ptr(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(errno(&format!("describe session keyring {name}")));
+    }
+    // "type;uid;gid;perm;description"
+    let text = String::from_utf8_lossy(&buf[..(n as usize).min(buf.len())]).to_string();
+    let perm = text
+        .split(';')
+        .nth(3)
+        .and_then(|p| u32::from_str_radix(p, 16).ok())
+        .ok_or_else(|| format!("session keyring {name}: unexpected description {text:?}"))?;
+    let search = if userns { 0x08 } else { 0x08_0000 };
+    // SAFETY: plain keyctl with integers.
+    if unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_SETPERM, id, perm | search) } < 0 {
+        return Err(errno(&format!("set permissions of session keyring {name}")));
+    }
+    Ok(())
+}
+
 /// Raise the hard limits the spec asks above the current ones, soft limits unchanged: the
 /// exact limits are set in `set_rlimits` at the end of setup, but raising a hard limit takes
 /// the host's CAP_SYS_RESOURCE, which is gone inside a user namespace.
