@@ -8,7 +8,10 @@ use crt_e2e::{assert_no_leaks, secs, Containerd};
 
 crt_e2e::scenarios!(pause_resume, kill_paused, checkpoint_unsupported);
 
-const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done";
+/// Renamed into place: a reader never sees the file between truncation and write (a loaded
+/// host made that window wide enough to read "").
+const COUNTER: &str =
+    "i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.05; done";
 
 fn count(c: &Containerd, id: &str) -> u64 {
     let f = c.bundle_dir(id).join("rootfs/tmp/count");
