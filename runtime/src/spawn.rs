@@ -184,6 +184,62 @@ pub fn userns_holder() -> Result<(i32, OwnedFd)> {
     Ok((ret as i32, wr))
 }
 
+/// A child that joins the user namespace `ns` and lives until the returned pipe end is
+/// closed, so that namespace's maps can be read from /proc/<pid>/{uid,gid}_map (a namespace
+/// pinned by a bind mount, as CRI's, has no process of its own to read them from). Safe from
+/// the multi-threaded shim; the caller's reaper reaps it.
+pub fn userns_joiner(ns: BorrowedFd<'_>) -> Result<(i32, OwnedFd)> {
+    let pipe = || {
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|source| RuntimeError::Sys {
+            op: "pipe",
+            path: "to read a user namespace's maps".into(),
+            source,
+        })
+    };
+    let (hold_r, hold_w) = pipe()?;
+    let (ready_r, ready_w) = pipe()?;
+    let (hr, hw, rr, rw, nsfd) = (
+        hold_r.as_raw_fd(),
+        hold_w.as_raw_fd(),
+        ready_r.as_raw_fd(),
+        ready_w.as_raw_fd(),
+        ns.as_raw_fd(),
+    );
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    // SAFETY: the child makes raw syscalls on fds it inherited and never returns.
+    let ret = unsafe { clone3(&args) };
+    if ret == 0 {
+        unsafe {
+            libc::close(hw);
+            libc::close(rr);
+            let ok: u8 = (libc::setns(nsfd, libc::CLONE_NEWUSER) == 0).into();
+            libc::write(rw, (&ok as *const u8).cast(), 1);
+            let mut b = 0u8;
+            libc::read(hr, (&mut b as *mut u8).cast(), 1);
+            libc::_exit(0);
+        }
+    }
+    if ret < 0 {
+        return Err(RuntimeError::Sys {
+            op: "clone3",
+            path: "to join a user namespace".into(),
+            source: nix::Error::last(),
+        });
+    }
+    drop(hold_r);
+    drop(ready_w);
+    let mut b = [0u8; 1];
+    match nix::unistd::read(&ready_r, &mut b) {
+        Ok(1) if b[0] == 1 => Ok((ret as i32, hold_w)),
+        _ => Err(RuntimeError::Init(
+            "could not join the user namespace to read its maps".into(),
+        )),
+    }
+}
+
 /// Make `fds[i]` fd number `i` (async-signal-safe: no allocation). Every source is first moved
 /// above the target range, so no dup2 clobbers a source still to be placed; the copies are
 /// close-on-exec. At most MAX_PROGRAM_FDS fds.

@@ -131,23 +131,32 @@ impl IdMaps {
     }
 
     /// With a user namespace joined by path, mappings in the spec must be the namespace's own
-    /// (containerd writes both for a pod's containers); they are read through the owning
-    /// process, the only form a path to a user namespace can be checked in.
+    /// (containerd writes both for a pod's containers). They are read through the owning
+    /// process for /proc/PID/ns/user, else (a pinned namespace, as CRI's) through a child
+    /// that joins it.
     pub fn check_joined(&self, path: &Path) -> Result<(), String> {
         if self.uid.is_empty() && self.gid.is_empty() {
             return Ok(());
         }
-        let dir = path
+        let proc_dir = path
             .parent()
             .filter(|d| d.ends_with("ns") && path.ends_with("user"))
             .and_then(Path::parent)
             .filter(|p| p.starts_with("/proc"))
-            .ok_or_else(|| {
-                format!(
-                    "linux.uidMappings with a user namespace path {} that is not /proc/PID/ns/user: crt cannot check they match",
-                    path.display()
-                )
-            })?;
+            .map(Path::to_path_buf);
+        // Keeps the joining child alive while its maps are read.
+        let mut _joiner = None;
+        let dir = match proc_dir {
+            Some(d) => d,
+            None => {
+                let ns = std::fs::File::open(path)
+                    .map_err(|e| format!("open user namespace {}: {e}", path.display()))?;
+                let (pid, hold) = crate::spawn::userns_joiner(std::os::fd::AsFd::as_fd(&ns))
+                    .map_err(|e| format!("user namespace {}: {e}", path.display()))?;
+                _joiner = Some(hold);
+                std::path::PathBuf::from(format!("/proc/{pid}"))
+            }
+        };
         for (kind, want) in [("uid", &self.uid), ("gid", &self.gid)] {
             let file = dir.join(format!("{kind}_map"));
             let text = std::fs::read_to_string(&file)
@@ -286,7 +295,7 @@ mod tests {
         assert!(other
             .check_joined(Path::new("/run/userns/x"))
             .unwrap_err()
-            .contains("cannot check"));
+            .contains("open user namespace"));
         assert!(IdMaps::default()
             .check_joined(Path::new("/run/userns/x"))
             .is_ok());

@@ -9,7 +9,9 @@ crt_e2e::cri_scenarios!(
     pod_lifecycle,
     shared_pid_namespace,
     runtime_options,
-    terminals
+    terminals,
+    container_restart,
+    user_namespace_pod
 );
 
 /// Writes `v` as a JSON file in the harness dir and returns its path.
@@ -353,4 +355,78 @@ fn terminals(c: &Containerd) {
     let out = c.crictl(&["rmp", "-f", &pod.id]);
     assert!(out.success(), "{out}");
     assert_no_leaks(c, &[&pod.id, &sh]);
+}
+
+/// kubelet's restart: a container exits with its status, and its next attempt (same name,
+/// attempt 1) is created and started in the same pod, on the same shim.
+fn container_restart(c: &Containerd) {
+    let pod = run_pod(c, "restart", json!({}));
+    let first = run_container(c, &pod, "job", "echo attempt; exit 3");
+    let exited = crt_e2e::poll(crt_e2e::secs(30), || {
+        let info = inspect(c, &first);
+        (info["status"]["state"] == "CONTAINER_EXITED").then_some(info)
+    })
+    .expect("the first attempt exits");
+    assert_eq!(exited["status"]["exitCode"], 3, "{}", exited["status"]);
+    let shim = c.shim_procs();
+    assert_eq!(shim.len(), 1, "{shim:?}");
+    let second = run_container_with(
+        c,
+        &pod,
+        "job",
+        json!({"metadata": {"name": "job", "attempt": 1},
+               "command": ["sh", "-c", "echo attempt-2; sleep 1000"]}),
+    );
+    wait_logs(c, &second, "attempt-2");
+    let now = c.shim_procs();
+    assert_eq!(
+        now.iter().map(|p| p.pid).collect::<Vec<_>>(),
+        shim.iter().map(|p| p.pid).collect::<Vec<_>>(),
+        "the same shim runs the next attempt"
+    );
+    let out = c.crictl(&["rmp", "-f", &pod.id]);
+    assert!(out.success(), "{out}");
+    assert_no_leaks(c, &[&pod.id, &first, &second]);
+}
+
+/// A pod in its own user namespace (Kubernetes' hostUsers: false; containerd 2.x): the pause
+/// container makes it with the pod's mappings, the app container joins it by path, and root
+/// inside is host uid 100000. containerd 1.6's CRI has no user namespace support.
+fn user_namespace_pod(c: &Containerd) {
+    if c.version == crt_e2e::Version::V16 {
+        return;
+    }
+    let map = json!([{"host_id": 100000, "container_id": 0, "length": 65536}]);
+    let pod = match try_run_pod(
+        c,
+        "userns",
+        json!({"security_context": {"namespace_options": {
+            "userns_options": {"mode": 0, "uids": map, "gids": map}}}}),
+        CRI_HANDLER,
+    ) {
+        Ok(p) => p,
+        Err(out) => panic!("a user-namespaced pod:\n{out}\n{}", c.log_tail(40)),
+    };
+    // kubelet repeats the pod's user namespace in each container's config.
+    let app = run_container_with(
+        c,
+        &pod,
+        "app",
+        json!({"command": ["sh", "-c", "cat /proc/self/uid_map; id -u; sleep 1000"],
+               "linux": {"security_context": {"namespace_options": {
+                   "userns_options": {"mode": 0, "uids": map, "gids": map}}}}}),
+    );
+    let logs = wait_logs(c, &app, "100000");
+    let info = inspect(c, &app);
+    let pid = info["info"]["pid"].as_u64().expect("app pid");
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.contains("100000")),
+        "the app's root is host uid 100000:\n{status}\n{logs}"
+    );
+    let out = c.crictl(&["rmp", "-f", &pod.id]);
+    assert!(out.success(), "{out}");
+    assert_no_leaks(c, &[&pod.id, &app]);
 }

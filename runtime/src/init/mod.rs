@@ -4,11 +4,11 @@
 
 mod console;
 mod hooks;
-mod idmap;
 mod net;
 mod paths;
 mod process;
 mod rootfs;
+mod sources;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -144,11 +144,12 @@ fn run_init(ch: &mut Channel, plan: &Plan) -> Result<(), String> {
         user.is_some(),
     )?;
     // While we are still the host's root.
-    let idmapped = idmap::prepare(plan)?;
+    let sources = sources::prepare(plan)?;
+    let joined = open_namespaces(plan)?;
     if let Some(ns) = user {
         enter_user_namespace(ch, ns.path.as_deref())?;
     }
-    join_namespaces(plan)?;
+    join_namespaces(joined)?;
     if user.is_some() {
         // What clone3 makes without a user namespace (container.rs), made now so that the
         // user namespace owns them.
@@ -215,7 +216,7 @@ fn run_init(ch: &mut Channel, plan: &Plan) -> Result<(), String> {
             ));
         }
     }
-    rootfs::setup(plan, &idmapped, &mut || {
+    rootfs::setup(plan, &sources, &mut || {
         if plan.runtime_hooks {
             ch.send(&Msg::Hooks)
                 .map_err(|e| format!("ask for createRuntime hooks: {e}"))?;
@@ -335,22 +336,30 @@ fn finish(ch: &mut Channel, p: &ProcessPlan, init: Option<&Plan>) -> Result<(), 
     Err(process::exec(p, &prepared, ch))
 }
 
-/// Join the namespaces given by path, the mount namespace last (the others' paths are host
-/// paths).
-fn join_namespaces(plan: &Plan) -> Result<(), String> {
+/// Open the namespaces given by path (but the user namespace), the mount namespace last.
+/// Opened while we are still the host's root: inside a user namespace the paths (CRI's
+/// pinned namespaces under containerd's 0700 state dir) are out of reach.
+fn open_namespaces(plan: &Plan) -> Result<Vec<(i32, OwnedFd, String)>, String> {
     let mut ordered: Vec<_> = plan
         .namespaces
         .iter()
         .filter(|n| n.path.is_some() && n.flag != libc::CLONE_NEWUSER)
         .collect();
     ordered.sort_by_key(|n| n.flag == libc::CLONE_NEWNS);
+    let mut out = Vec::new();
     for ns in ordered {
         let Some(path) = &ns.path else { continue };
         let f = std::fs::File::open(path)
             .map_err(|e| format!("open namespace {}: {e}", path.display()))?;
-        let fd: OwnedFd = f.into();
-        setns(&fd, CloneFlags::from_bits_truncate(ns.flag))
-            .map_err(|e| format!("setns {}: {e}", path.display()))?;
+        out.push((ns.flag, OwnedFd::from(f), path.display().to_string()));
+    }
+    Ok(out)
+}
+
+fn join_namespaces(opened: Vec<(i32, OwnedFd, String)>) -> Result<(), String> {
+    for (flag, fd, path) in opened {
+        setns(&fd, CloneFlags::from_bits_truncate(flag))
+            .map_err(|e| format!("setns {path}: {e}"))?;
     }
     Ok(())
 }

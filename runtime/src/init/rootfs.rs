@@ -28,10 +28,11 @@ fn eio<'a>(op: &str, path: &'a str) -> impl FnOnce(std::io::Error) -> String + '
 const NONE: Option<&str> = None;
 
 /// `before_pivot` runs with every mount in place, before pivot_root (hooks).
-/// `idmapped` holds, per mount of the plan, the detached id-mapped tree to move into place.
+/// `sources` holds, per mount of the plan, the detached tree to move into place, if the helper
+/// took one before it entered a user namespace (sources.rs).
 pub fn setup(
     plan: &Plan,
-    idmapped: &[Option<OwnedFd>],
+    sources: &[Option<OwnedFd>],
     before_pivot: &mut dyn FnMut() -> R<()>,
 ) -> R<()> {
     let rootfs = plan.rootfs.to_string_lossy().to_string();
@@ -60,7 +61,7 @@ pub fn setup(
         .into();
 
     for (i, m) in plan.mounts.iter().enumerate() {
-        mount_one(&root, m, plan, idmapped.get(i).and_then(Option::as_ref))?;
+        mount_one(&root, m, plan, sources.get(i).and_then(Option::as_ref))?;
     }
     if plan
         .mounts
@@ -212,7 +213,7 @@ fn check_proc_mount(plan: &Plan, target: &OwnedFd, m: &MountPlan) -> R<()> {
     Ok(())
 }
 
-fn mount_one(root: &OwnedFd, m: &MountPlan, plan: &Plan, idmapped: Option<&OwnedFd>) -> R<()> {
+fn mount_one(root: &OwnedFd, m: &MountPlan, plan: &Plan, tree: Option<&OwnedFd>) -> R<()> {
     let dest = m.destination.as_str();
     if m.fstype == "cgroup" || m.fstype == "cgroup2" {
         return mount_cgroup(root, m, plan);
@@ -220,10 +221,18 @@ fn mount_one(root: &OwnedFd, m: &MountPlan, plan: &Plan, idmapped: Option<&Owned
     let flags = m.options.ms_flags();
     if m.options.is_bind() {
         let src = m.source.as_deref().unwrap_or_default();
-        let meta = std::fs::metadata(src).map_err(eio("bind mount source", src))?;
-        let target = ensure(root, dest, meta.is_dir()).map_err(eio("create mount point", dest))?;
+        let is_dir = match tree {
+            // The source may be out of this user's reach now: ask the tree taken earlier.
+            Some(t) => nix::sys::stat::fstat(t)
+                .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+                .map_err(e("bind mount source", src))?,
+            None => std::fs::metadata(src)
+                .map_err(eio("bind mount source", src))?
+                .is_dir(),
+        };
+        let target = ensure(root, dest, is_dir).map_err(eio("create mount point", dest))?;
         check_proc_mount(plan, &target, m)?;
-        if let Some(tree) = idmapped {
+        if let Some(tree) = tree {
             move_onto(tree.as_fd(), target.as_fd(), dest)?;
         } else {
             mount(
