@@ -134,7 +134,14 @@ fn mount_idmapped(
     target: &Path,
 ) -> Result<()> {
     let ns = maps.namespace_fd(false).map_err(RuntimeError::Rootfs)?;
-    let err = |e: String| RuntimeError::Rootfs(format!("id-mapped {}: {e}", m.fstype));
+    let err = |e: String| {
+        let hint = if e.contains("mount_setattr") && e.contains("Invalid argument") {
+            ": the filesystem cannot be id-mapped on this kernel"
+        } else {
+            ""
+        };
+        RuntimeError::Rootfs(format!("id-mapped {}: {e}{hint}", m.fstype))
+    };
     let open_target = |p: &Path| -> Result<OwnedFd> {
         std::fs::File::open(p)
             .map(OwnedFd::from)

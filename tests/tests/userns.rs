@@ -394,7 +394,13 @@ fn remap_labels(c: &Containerd) {
                        touch /etc/new && echo write=ok",
         ],
     );
-    if c.version == crt_e2e::Version::V2 {
+    if c.version == crt_e2e::Version::V2 && !idmap_supported(&c.dir) {
+        // tmpfs (the cgroup v2 VM's /tmp) takes id mappings from Linux 6.3.
+        assert!(
+            !out.success() && out.stderr.contains("cannot be id-mapped on this kernel"),
+            "{out}"
+        );
+    } else if c.version == crt_e2e::Version::V2 {
         assert!(out.success(), "{out}");
         assert_eq!(
             map_lines(&out.stdout).first().map(String::as_str),
