@@ -183,6 +183,21 @@ fn pod_lifecycle(c: &Containerd) {
     let pid = info["info"]["pid"].as_u64().expect("client pid");
     let adj = fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).unwrap_or_default();
     assert_eq!(adj.trim(), "500", "the container's oom_score_adj");
+    // The sandbox asks for -998; restrict_oom_score_adj clamps it to containerd's own.
+    let out = c.crictl(&["inspectp", "-o", "json", &pod.id]);
+    let podinfo: Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+    let pause_pid = podinfo["info"]["pid"].as_u64().expect("pause pid");
+    let read_adj = |pid: u64| {
+        fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        read_adj(pause_pid),
+        read_adj(u64::from(c.pid())),
+        "the pause container's oom_score_adj, restricted to containerd's"
+    );
 
     let out = c.crictl(&["stats", "-o", "json", "--id", &client]);
     assert!(out.success(), "crictl stats failed:\n{out}");
