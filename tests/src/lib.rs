@@ -138,6 +138,8 @@ pub struct Containerd {
     pub ns: &'static str,
     /// With the CRI plugin: the private CNI bridge this instance made.
     cri_bridge: Option<String>,
+    /// containerd runs where /sys/fs/cgroup/unified is unmounted ([`Containerd::start_v1_view`]).
+    hide_unified: bool,
 }
 
 /// The pause image CRI's sandboxes run (the kit's static pause; imported, never pulled).
@@ -148,17 +150,25 @@ pub const CRI_HANDLER: &str = "crt";
 impl Containerd {
     /// Starts a private containerd of `version`, waits until it answers and imports the image.
     pub fn start(version: Version) -> Containerd {
-        Self::start_with(version, false)
+        Self::start_with(version, false, false)
+    }
+
+    /// Like [`Containerd::start`], with containerd (and so every shim and runtime it starts)
+    /// in a mount namespace of its own where a hybrid host's `/sys/fs/cgroup/unified` is
+    /// unmounted: Debian 12's crun refuses hybrid cgroups, and the benchmark measures every
+    /// runtime in that same view.
+    pub fn start_v1_view(version: Version) -> Containerd {
+        Self::start_with(version, false, true)
     }
 
     /// Like [`Containerd::start`], with the CRI plugin on (handler [`CRI_HANDLER`]), a private
     /// CNI bridge and range, and the busybox and pause images in namespace `k8s.io`; ctr then
     /// works in `k8s.io` too.
     pub fn start_cri(version: Version) -> Containerd {
-        Self::start_with(version, true)
+        Self::start_with(version, true, false)
     }
 
-    fn start_with(version: Version, cri: bool) -> Containerd {
+    fn start_with(version: Version, cri: bool, hide_unified: bool) -> Containerd {
         let uid = fs::read_to_string("/proc/self/status")
             .unwrap_or_default()
             .lines()
@@ -222,6 +232,7 @@ impl Containerd {
             baseline_mounts: Vec::new(),
             ns: if cri { CRI_NAMESPACE } else { NAMESPACE },
             cri_bridge,
+            hide_unified,
         };
         c.spawn_daemon();
         let mut c = c;
@@ -256,14 +267,38 @@ impl Containerd {
             bin.display(),
             std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into())
         );
-        let child = Command::new(bin.join("containerd"))
-            .arg("--config")
+        let mut cmd = Command::new(bin.join("containerd"));
+        cmd.arg("--config")
             .arg(self.dir.join("config.toml"))
             .current_dir(&self.dir) // containerd first looks for the shim relative to its cwd
             .env("PATH", path)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
+            .stderr(log);
+        if self.hide_unified {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: raw syscalls only, between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    let none = std::ptr::null::<libc::c_char>();
+                    if libc::unshare(libc::CLONE_NEWNS) != 0
+                        || libc::mount(
+                            none,
+                            c"/".as_ptr(),
+                            none,
+                            libc::MS_REC | libc::MS_PRIVATE,
+                            std::ptr::null(),
+                        ) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    // Not a hybrid host: nothing to hide.
+                    libc::umount2(c"/sys/fs/cgroup/unified".as_ptr(), libc::MNT_DETACH);
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.join("containerd").display()));
         self.pid.store(child.id(), Ordering::SeqCst);

@@ -1,19 +1,29 @@
 //! `make bench`: crt against containerd-shim-runc-v2 + runc and + crun, on one private
 //! containerd, interleaved (crt, runc, crun, crt, …) so drift hits all alike. Reports medians,
-//! the spread (p10-p90) and ratios to runc's shim, and writes the table to
-//! `$BENCH_OUT` (default `target/bench.md`).
+//! the spread (p10-p90) and ratios to runc's shim, as a Markdown table (`$BENCH_OUT`, default
+//! `target/bench.md`) and JSON (`$BENCH_JSON`, default `target/bench.json`).
 //!
 //! - start: `ctr run --rm IMAGE ID true`, the whole create-start-exit-delete a user waits for;
+//! - its phases: `ctr run -d` (create, shim start, start), `ctr task delete` once `true` has
+//!   exited, `ctr containers rm`;
 //! - exec: `ctr task exec` of `true` into a running container;
-//! - memory per shim: proportional set size (Pss) of each shim process while `BENCH_PODS`
-//!   containers run (one shim each), as `smaps_rollup` reports it.
+//! - one shim: RSS, Pss and threads idle, and RSS and Pss after `BENCH_EXECS` execs;
+//! - `BENCH_PODS` running containers (one shim each): Pss per shim, as `smaps_rollup` says;
+//! - density: `BENCH_DENSITY` containers started one after another, then 4 at a time (wall
+//!   clock each), and their removal.
 //!
-//! Knobs: `BENCH_RUNS` (default 20 per runtime and measure), `BENCH_PODS` (default 10),
-//! `BENCH_CONTAINERD` (`2` default, or `1.6`), `CRT_BIN_DIR` (make bench: the release build).
+//! containerd runs in a mount namespace of its own with a hybrid host's
+//! /sys/fs/cgroup/unified unmounted (Debian 12's crun refuses hybrid cgroups), and every
+//! runtime is measured in that view. Debian's crun 1.8 also refuses containerd 2.x's spec
+//! version: `BENCH_CONTAINERD=1.6` measures it.
+//!
+//! Knobs: `QUICK=1` (about a minute), `BENCH_RUNS` (20), `BENCH_PODS` (20), `BENCH_EXECS` (50),
+//! `BENCH_DENSITY` (50), `BENCH_CONTAINERD` (`2` default, or `1.6`), `CRT_BIN_DIR` (make bench:
+//! the release build).
 
 use std::time::{Duration, Instant};
 
-use crt_e2e::{secs, Containerd, Version, IMAGE};
+use crt_e2e::{json, secs, Containerd, Value, Version, IMAGE};
 
 struct Runtime {
     name: &'static str,
@@ -62,6 +72,10 @@ fn ctr_ok(c: &Containerd, args: &[String]) {
     assert!(out.success(), "bench: {out}");
 }
 
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
 fn run_args(rt: &Runtime, mode: &str, id: &str, cmd: &[&str]) -> Vec<String> {
     let mut a = vec!["run".to_string(), mode.to_string()];
     a.extend(rt.flags.iter().cloned());
@@ -79,34 +93,87 @@ fn timed(f: impl FnOnce()) -> Duration {
 
 /// (median, p10, p90) in milliseconds.
 fn stats(mut v: Vec<Duration>) -> (f64, f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
     v.sort();
     let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0;
     (at(0.5), at(0.1), at(0.9))
 }
 
-fn pss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+/// A field of /proc/PID/smaps_rollup or /proc/PID/status (kB, or a count).
+fn proc_field(pid: u32, file: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("Pss:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }
 
+fn knob(name: &str, full: usize, quick: usize, is_quick: bool) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if is_quick { quick } else { full })
+}
+
+/// The shims of `rt` that are not in `before`.
+fn new_shims(c: &Containerd, rt: &Runtime, before: &[u32]) -> Vec<u32> {
+    c.shim_procs()
+        .iter()
+        .filter(|p| !before.contains(&p.pid) && p.exe_name() == rt.shim)
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// Start `n` containers (`sleep`) of `rt`, `parallel` at a time; the wall clock.
+fn start_many(c: &Containerd, rt: &Runtime, ids: &[String], parallel: usize) -> Duration {
+    timed(|| {
+        std::thread::scope(|s| {
+            for chunk in ids.chunks(ids.len().div_ceil(parallel).max(1)) {
+                s.spawn(move || {
+                    for id in chunk {
+                        ctr_ok(c, &run_args(rt, "-d", id, &["sleep", "1000"]));
+                    }
+                });
+            }
+        })
+    })
+}
+
+fn remove_all(c: &Containerd, ids: &[String]) -> Duration {
+    timed(|| {
+        for id in ids {
+            c.kill_and_remove(id);
+        }
+    })
+}
+
+#[derive(Default)]
+struct Results {
+    start: Vec<Duration>,
+    run_d: Vec<Duration>,
+    task_delete: Vec<Duration>,
+    container_rm: Vec<Duration>,
+    exec: Vec<Duration>,
+    idle: (u64, u64, u64),
+    after_execs: (u64, u64),
+    pods_pss: (usize, f64),
+    density: (Duration, Duration, Duration),
+}
+
 fn main() {
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
-    let pods: usize = std::env::var("BENCH_PODS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
+    let quick = std::env::var("QUICK").is_ok_and(|v| v == "1");
+    let runs = knob("BENCH_RUNS", 20, 5, quick);
+    let pods = knob("BENCH_PODS", 20, 5, quick);
+    let execs = knob("BENCH_EXECS", 50, 10, quick);
+    let density = knob("BENCH_DENSITY", 50, 8, quick);
     let version = match std::env::var("BENCH_CONTAINERD").as_deref() {
         Ok("1.6") => Version::V16,
         _ => Version::V2,
     };
-    let c = Containerd::start(version);
+    let c = Containerd::start_v1_view(version);
     let mut notes = Vec::new();
     // Warm-up (page cache, image unpacking, first shim of each kind), and drop what cannot run
     // here (Debian 12's crun refuses containerd 2.x's spec version).
@@ -124,103 +191,237 @@ fn main() {
             out.success()
         })
         .collect();
-    let mut start: Vec<Vec<Duration>> = vec![Vec::new(); rts.len()];
-    let mut exec: Vec<Vec<Duration>> = vec![Vec::new(); rts.len()];
+    let mut res: Vec<Results> = rts.iter().map(|_| Results::default()).collect();
 
+    // Interleaved: start, phases.
     for _ in 0..runs {
         for (i, rt) in rts.iter().enumerate() {
             let id = c.new_id(&format!("start{}", rt.name));
-            start[i].push(timed(|| ctr_ok(&c, &run_args(rt, "--rm", &id, &["true"]))));
+            res[i]
+                .start
+                .push(timed(|| ctr_ok(&c, &run_args(rt, "--rm", &id, &["true"]))));
+            let id = c.new_id(&format!("phase{}", rt.name));
+            res[i]
+                .run_d
+                .push(timed(|| ctr_ok(&c, &run_args(rt, "-d", &id, &["true"]))));
+            c.wait_task_status(&id, "STOPPED");
+            res[i]
+                .task_delete
+                .push(timed(|| ctr_ok(&c, &strings(&["task", "delete", &id]))));
+            res[i]
+                .container_rm
+                .push(timed(|| ctr_ok(&c, &strings(&["containers", "rm", &id]))));
         }
     }
-    // exec into one running container per runtime
-    let targets: Vec<String> = rts
+    // Exec into one running container per runtime; its shim's memory idle and after execs.
+    let targets: Vec<(String, u32)> = rts
         .iter()
         .map(|rt| {
+            let before: Vec<u32> = c.shim_procs().iter().map(|p| p.pid).collect();
             let id = c.new_id(&format!("exec{}", rt.name));
             ctr_ok(&c, &run_args(rt, "-d", &id, &["sleep", "1000"]));
-            id
+            let shim = new_shims(&c, rt, &before).first().copied().unwrap_or(0);
+            (id, shim)
         })
         .collect();
-    for n in 0..runs {
-        for (i, id) in targets.iter().enumerate() {
-            let args: Vec<String> = ["task", "exec", "--exec-id", &format!("e{n}"), id, "true"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-            exec[i].push(timed(|| ctr_ok(&c, &args)));
+    std::thread::sleep(Duration::from_secs(1));
+    for (i, (_, shim)) in targets.iter().enumerate() {
+        res[i].idle = (
+            proc_field(*shim, "status", "VmRSS"),
+            proc_field(*shim, "smaps_rollup", "Pss"),
+            proc_field(*shim, "status", "Threads"),
+        );
+    }
+    for n in 0..runs.max(execs) {
+        for (i, (id, _)) in targets.iter().enumerate() {
+            let args = strings(&["task", "exec", "--exec-id", &format!("e{n}"), id, "true"]);
+            let d = timed(|| ctr_ok(&c, &args));
+            if n < runs {
+                res[i].exec.push(d);
+            }
         }
     }
-    for id in &targets {
+    for (i, (id, shim)) in targets.iter().enumerate() {
+        res[i].after_execs = (
+            proc_field(*shim, "status", "VmRSS"),
+            proc_field(*shim, "smaps_rollup", "Pss"),
+        );
         c.kill_and_remove(id);
     }
-    // memory: `pods` running containers per runtime, one shim each
-    let mut mem = Vec::new();
-    for rt in &rts {
+    // Memory of `pods` shims, and density, one runtime after the other.
+    for (i, rt) in rts.iter().enumerate() {
         let before: Vec<u32> = c.shim_procs().iter().map(|p| p.pid).collect();
         let ids: Vec<String> = (0..pods)
-            .map(|_| {
-                let id = c.new_id(&format!("mem{}", rt.name));
-                ctr_ok(&c, &run_args(rt, "-d", &id, &["sleep", "1000"]));
-                id
-            })
+            .map(|_| c.new_id(&format!("mem{}", rt.name)))
             .collect();
+        start_many(&c, rt, &ids, 1);
         std::thread::sleep(Duration::from_secs(1));
-        let shims: Vec<u32> = c
-            .shim_procs()
+        let shims = new_shims(&c, rt, &before);
+        let total: u64 = shims
             .iter()
-            .filter(|p| !before.contains(&p.pid) && p.exe_name() == rt.shim)
-            .map(|p| p.pid)
+            .map(|p| proc_field(*p, "smaps_rollup", "Pss"))
+            .sum();
+        res[i].pods_pss = (shims.len(), total as f64 / shims.len().max(1) as f64);
+        remove_all(&c, &ids);
+
+        let seq: Vec<String> = (0..density)
+            .map(|_| c.new_id(&format!("dens{}", rt.name)))
             .collect();
-        let total: u64 = shims.iter().map(|p| pss_kib(*p)).sum();
-        mem.push((shims.len(), total as f64 / shims.len().max(1) as f64));
-        for id in &ids {
-            c.kill_and_remove(id);
-        }
+        let one = start_many(&c, rt, &seq, 1);
+        let rm = remove_all(&c, &seq);
+        let par: Vec<String> = (0..density)
+            .map(|_| c.new_id(&format!("densp{}", rt.name)))
+            .collect();
+        let four = start_many(&c, rt, &par, 4);
+        remove_all(&c, &par);
+        res[i].density = (one, four, rm);
     }
 
-    let base = 1; // runc's shim + runc
-    let mut out = format!(
-        "containerd {}, {} runs each (interleaved), {} containers for memory; host: {} cores\n\n\
-         | runtime | start median ms (p10-p90) | vs runc | exec median ms (p10-p90) | vs runc | shim Pss KiB | vs runc |\n\
-         | --- | --- | --- | --- | --- | --- | --- |\n",
-        version.name(),
-        runs,
-        pods,
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
-    );
-    let s: Vec<_> = start.into_iter().map(stats).collect();
-    let e: Vec<_> = exec.into_iter().map(stats).collect();
-    for (i, rt) in rts.iter().enumerate() {
-        let r = |v: f64, b: f64| {
-            if rts.len() > base {
-                format!("{:.2}", v / b)
-            } else {
-                "-".into()
-            }
-        };
-        out.push_str(&format!(
-            "| {} | {:.1} ({:.1}-{:.1}) | {} | {:.1} ({:.1}-{:.1}) | {} | {:.0} ({} shims) | {} |\n",
-            rt.name,
-            s[i].0,
-            s[i].1,
-            s[i].2,
-            r(s[i].0, s.get(base).map(|x| x.0).unwrap_or(1.0)),
-            e[i].0,
-            e[i].1,
-            e[i].2,
-            r(e[i].0, e.get(base).map(|x| x.0).unwrap_or(1.0)),
-            mem[i].1,
-            mem[i].0,
-            r(mem[i].1, mem.get(base).map(|x| x.1).unwrap_or(1.0)),
-        ));
+    let (table, json) = report(version, runs, pods, execs, density, &rts, res, &notes);
+    print!("{table}");
+    for (var, default, text) in [
+        ("BENCH_OUT", "target/bench.md", table),
+        ("BENCH_JSON", "target/bench.json", json.to_string()),
+    ] {
+        let path = std::env::var(var).unwrap_or_else(|_| default.into());
+        if let Err(e) = std::fs::write(&path, text) {
+            eprintln!("bench: write {path}: {e}");
+        }
     }
-    for n in &notes {
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    version: Version,
+    runs: usize,
+    pods: usize,
+    execs: usize,
+    density: usize,
+    rts: &[Runtime],
+    res: Vec<Results>,
+    notes: &[String],
+) -> (String, Value) {
+    const BASE: usize = 1; // runc's shim + runc
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let timing = |v: &Vec<Duration>| stats(v.clone());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mut out = format!(
+        "containerd {}, {runs} runs each (interleaved), {execs} execs, {pods} containers for \
+         memory, {density} for density; host: {cores} cores, cgroup v1 view\n\n",
+        version.name()
+    );
+    let ratio = |v: f64, i: usize, base: Option<f64>| match base {
+        Some(b) if rts.len() > BASE && i != BASE && b > 0.0 => format!(" ({:.2}×)", v / b),
+        _ => String::new(),
+    };
+    let times: Vec<(&str, Vec<(f64, f64, f64)>)> = vec![
+        (
+            "ctr run --rm true",
+            res.iter().map(|r| timing(&r.start)).collect(),
+        ),
+        (
+            "ctr run -d true",
+            res.iter().map(|r| timing(&r.run_d)).collect(),
+        ),
+        (
+            "ctr task delete",
+            res.iter().map(|r| timing(&r.task_delete)).collect(),
+        ),
+        (
+            "ctr containers rm",
+            res.iter().map(|r| timing(&r.container_rm)).collect(),
+        ),
+        (
+            "ctr task exec true",
+            res.iter().map(|r| timing(&r.exec)).collect(),
+        ),
+    ];
+    out.push_str("| median ms (p10-p90), ratio to runc |");
+    for rt in rts {
+        out.push_str(&format!(" {} |", rt.name));
+    }
+    out.push_str("\n| --- |");
+    out.push_str(&" --- |".repeat(rts.len()));
+    out.push('\n');
+    for (what, v) in &times {
+        out.push_str(&format!("| {what} |"));
+        for (i, (m, lo, hi)) in v.iter().enumerate() {
+            let r = ratio(*m, i, v.get(BASE).map(|x| x.0));
+            out.push_str(&format!(" {m:.1} ({lo:.1}-{hi:.1}){r} |"));
+        }
+        out.push('\n');
+    }
+    let mut rows: Vec<(String, Vec<f64>)> = vec![
+        (
+            "shim idle RSS KiB".into(),
+            res.iter().map(|r| r.idle.0 as f64).collect(),
+        ),
+        (
+            "shim idle Pss KiB".into(),
+            res.iter().map(|r| r.idle.1 as f64).collect(),
+        ),
+        (
+            "shim threads".into(),
+            res.iter().map(|r| r.idle.2 as f64).collect(),
+        ),
+        (
+            format!("shim RSS KiB after {execs} execs"),
+            res.iter().map(|r| r.after_execs.0 as f64).collect(),
+        ),
+        (
+            format!("shim Pss KiB after {execs} execs"),
+            res.iter().map(|r| r.after_execs.1 as f64).collect(),
+        ),
+        (
+            format!("Pss KiB per shim, {pods} running"),
+            res.iter().map(|r| r.pods_pss.1).collect(),
+        ),
+        (
+            format!("{density} started one by one, ms"),
+            res.iter().map(|r| ms(r.density.0)).collect(),
+        ),
+        (
+            format!("{density} started 4 at a time, ms"),
+            res.iter().map(|r| ms(r.density.1)).collect(),
+        ),
+        (
+            format!("{density} removed, ms"),
+            res.iter().map(|r| ms(r.density.2)).collect(),
+        ),
+    ];
+    for (what, v) in rows.iter_mut() {
+        out.push_str(&format!("| {what} |"));
+        for (i, x) in v.iter().enumerate() {
+            out.push_str(&format!(" {x:.0}{} |", ratio(*x, i, v.get(BASE).copied())));
+        }
+        out.push('\n');
+    }
+    for n in notes {
         out.push_str(&format!("\n{n}\n"));
     }
-    print!("{out}");
-    let path = std::env::var("BENCH_OUT").unwrap_or_else(|_| "target/bench.md".into());
-    if let Err(e) = std::fs::write(&path, &out) {
-        eprintln!("bench: write {path}: {e}");
-    }
+    let json = json!({
+        "containerd": version.name(),
+        "cores": cores,
+        "runs": runs, "execs": execs, "pods": pods, "density": density,
+        "runtimes": rts.iter().zip(&res).map(|(rt, r)| {
+            let t = |v: &Vec<Duration>| {
+                let (m, lo, hi) = stats(v.clone());
+                json!({"median_ms": m, "p10_ms": lo, "p90_ms": hi})
+            };
+            json!({
+                "name": rt.name,
+                "start": t(&r.start), "run_d": t(&r.run_d), "task_delete": t(&r.task_delete),
+                "container_rm": t(&r.container_rm), "exec": t(&r.exec),
+                "idle_rss_kib": r.idle.0, "idle_pss_kib": r.idle.1, "threads": r.idle.2,
+                "after_execs_rss_kib": r.after_execs.0, "after_execs_pss_kib": r.after_execs.1,
+                "pss_per_shim_kib": r.pods_pss.1, "shims_counted": r.pods_pss.0,
+                "density_sequential_ms": ms(r.density.0), "density_4_ms": ms(r.density.1),
+                "density_remove_ms": ms(r.density.2),
+            })
+        }).collect::<Vec<_>>(),
+        "notes": notes,
+    });
+    (out, json)
 }
