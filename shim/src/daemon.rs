@@ -68,10 +68,13 @@ pub fn run(a: &Args, listener: RawFd) -> Result<(), String> {
         .spawn(move || watcher.watch_oom())
         .map_err(|e| format!("spawn OOM watcher: {e}"))?;
 
+    // ttrpc starts a worker whenever fewer than `min` are idle (a Wait holds its worker until
+    // the exit), and lets idle ones beyond `max` go: few idle ones, as idle ones only cost
+    // memory. (It wants min < default < max.)
     let mut server = ttrpc::Server::new()
         .set_thread_count_default(2)
         .set_thread_count_min(1)
-        .set_thread_count_max(8)
+        .set_thread_count_max(3)
         .add_listener(listener)
         .map_err(|e| format!("listen: {e}"))?
         .register_service(both_versions(svc));

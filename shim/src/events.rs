@@ -2,6 +2,8 @@
 //! drained by one thread that reconnects and retries, so a slow or restarting containerd
 //! never blocks a Task call.
 
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::Duration;
 
@@ -14,7 +16,6 @@ use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::protobuf::{Message, MessageField};
 use containerd_shim_protos::shim::event::Envelope;
 use containerd_shim_protos::shim::events::ForwardRequest;
-use containerd_shim_protos::EventsClient;
 
 pub struct Event {
     topic: &'static str,
@@ -140,7 +141,7 @@ impl Publisher {
 }
 
 fn run(rx: Receiver<Event>, address: Option<String>, namespace: String) {
-    let mut client: Option<EventsClient> = None;
+    let mut client: Option<Forwarder> = None;
     for ev in rx {
         let Some(addr) = &address else {
             log::debug!("event {} (no containerd address)", ev.topic);
@@ -155,19 +156,14 @@ fn run(rx: Receiver<Event>, address: Option<String>, namespace: String) {
         req.envelope = MessageField::some(env);
         for attempt in 0..5u64 {
             if client.is_none() {
-                let url = if addr.contains("://") {
-                    addr.clone()
-                } else {
-                    format!("unix://{addr}")
-                };
-                match ttrpc::Client::connect(&url) {
-                    Ok(c) => client = Some(EventsClient::new(c)),
-                    Err(e) => log::warn!("connect to containerd at {url} for events: {e}"),
+                match Forwarder::connect(addr) {
+                    Ok(c) => client = Some(c),
+                    Err(e) => log::warn!("connect to containerd at {addr} for events: {e}"),
                 }
             }
-            if let Some(c) = &client {
-                match c.forward(ttrpc::context::with_timeout(5_000_000_000), &req) {
-                    Ok(_) => break,
+            if let Some(c) = &mut client {
+                match c.forward(&req) {
+                    Ok(()) => break,
                     Err(e) => {
                         log::warn!("publish {}: {e}", ev.topic);
                         client = None;
@@ -175,6 +171,68 @@ fn run(rx: Receiver<Event>, address: Option<String>, namespace: String) {
                 }
             }
             std::thread::sleep(Duration::from_millis(50 * (attempt + 1)));
+        }
+    }
+}
+
+/// A blocking ttrpc connection that sends one request and reads its response: all the
+/// publisher needs. (ttrpc's own client keeps two more threads per connection.)
+struct Forwarder {
+    sock: UnixStream,
+    next_stream: u32,
+}
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// ttrpc's header: length, stream id (both big-endian u32), type, flags.
+const HEADER: usize = 10;
+const RESPONSE: u8 = 2;
+
+impl Forwarder {
+    fn connect(addr: &str) -> std::io::Result<Forwarder> {
+        let path = addr.strip_prefix("unix://").unwrap_or(addr);
+        let sock = UnixStream::connect(path)?;
+        sock.set_read_timeout(Some(TIMEOUT))?;
+        sock.set_write_timeout(Some(TIMEOUT))?;
+        Ok(Forwarder {
+            sock,
+            next_stream: 1,
+        })
+    }
+
+    fn forward(&mut self, req: &ForwardRequest) -> Result<(), String> {
+        let mut r = ttrpc::Request::new();
+        r.service = "containerd.services.events.ttrpc.v1.Events".into();
+        r.method = "Forward".into();
+        r.payload = req.write_to_bytes().map_err(|e| e.to_string())?;
+        r.timeout_nano = TIMEOUT.as_nanos() as i64;
+        let body = r.write_to_bytes().map_err(|e| e.to_string())?;
+        // Client streams are odd.
+        let id = self.next_stream;
+        self.next_stream = self.next_stream.wrapping_add(2);
+        let mut frame: Vec<u8> = ttrpc::MessageHeader::new_request(id, body.len() as u32).into();
+        frame.extend_from_slice(&body);
+        self.sock.write_all(&frame).map_err(|e| e.to_string())?;
+        loop {
+            let mut h = [0u8; HEADER];
+            self.sock.read_exact(&mut h).map_err(|e| e.to_string())?;
+            let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
+            let stream = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+            if len > 4 << 20 {
+                return Err(format!("response of {len} bytes"));
+            }
+            let mut payload = vec![0u8; len];
+            self.sock
+                .read_exact(&mut payload)
+                .map_err(|e| e.to_string())?;
+            if stream != id || h[8] != RESPONSE {
+                continue;
+            }
+            let resp = ttrpc::Response::parse_from_bytes(&payload).map_err(|e| e.to_string())?;
+            let status = resp.status.get_or_default();
+            return match status.code.enum_value() {
+                Ok(ttrpc::Code::OK) => Ok(()),
+                _ => Err(format!("{:?}: {}", status.code, status.message)),
+            };
         }
     }
 }
