@@ -996,7 +996,8 @@ fn cri_config_toml(version: Version, dir: &Path, runtime: &str) -> String {
         if runtime == RUNC_RUNTIME {
             format!("\n      [{key}.options]\n        Root = '{d}/state/runc'\n")
         } else {
-            // Two more handlers for crt's own options: one valid table, one with a bad key.
+            // Two more handlers for crt's own options: one valid table, one with a bad key; and
+            // runc's, for the benchmark's pod.
             // containerd 1.6 decodes the table into runtimeoptions.v1.Options' own fields
             // (ConfigPath), dropping any other key: there the options live in files.
             let base = key.trim_end_matches(".crt");
@@ -1013,7 +1014,9 @@ fn cri_config_toml(version: Version, dir: &Path, runtime: &str) -> String {
                 "\n      [{base}.crt-opts]\n        runtime_type = '{runtime}'\n        \
                  [{base}.crt-opts.options]\n          {}\n      \
                  [{base}.crt-bad]\n        runtime_type = '{runtime}'\n        \
-                 [{base}.crt-bad.options]\n          {}\n",
+                 [{base}.crt-bad.options]\n          {}\n      \
+                 [{base}.runc]\n        runtime_type = '{RUNC_RUNTIME}'\n        \
+                 [{base}.runc.options]\n          Root = '{d}/state/runc'\n",
                 table("crt-opts", "LogLevel = 'debug'"),
                 table("crt-bad", "Bogus = 1")
             )

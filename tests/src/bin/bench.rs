@@ -10,7 +10,9 @@
 //! - one shim: RSS, Pss and threads idle, and RSS and Pss after `BENCH_EXECS` execs;
 //! - `BENCH_PODS` running containers (one shim each): Pss per shim, as `smaps_rollup` says;
 //! - density: `BENCH_DENSITY` containers started one after another, then 4 at a time (wall
-//!   clock each), and their removal.
+//!   clock each), and their removal;
+//! - the pod case: one CRI pod (another containerd, with CRI) of pause + min(`BENCH_PODS`, 10)
+//!   containers on crt and on runc: RSS and Pss of the pod's one shim.
 //!
 //! containerd runs in a mount namespace of its own with a hybrid host's
 //! /sys/fs/cgroup/unified unmounted (Debian 12's crun refuses hybrid cgroups), and every
@@ -277,7 +279,21 @@ fn main() {
         res[i].density = (one, four, rm);
     }
 
-    let (table, json) = report(version, runs, pods, execs, density, &rts, res, &notes);
+    drop(c);
+    let pod = pod_memory(version, pods.min(10));
+    let (mut table, mut json) = report(version, runs, pods, execs, density, &rts, res, &notes);
+    table.push_str(&format!(
+        "\nOne pod (CRI, pause + {} containers), its one shim: {}\n",
+        pods.min(10),
+        pod.iter()
+            .map(|(n, rss, pss)| format!("{n} RSS {rss} KiB, Pss {pss} KiB"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    ));
+    json["pod"] = json!(pod
+        .iter()
+        .map(|(n, rss, pss)| json!({"handler": n, "rss_kib": rss, "pss_kib": pss}))
+        .collect::<Vec<_>>());
     print!("{table}");
     for (var, default, text) in [
         ("BENCH_OUT", "target/bench.md", table),
@@ -288,6 +304,61 @@ fn main() {
             eprintln!("bench: write {path}: {e}");
         }
     }
+}
+
+/// The pod case: one CRI pod with `n` containers per handler (crt, runc), and the RSS and
+/// Pss of the one shim that serves it.
+fn pod_memory(version: Version, n: usize) -> Vec<(&'static str, u64, u64)> {
+    let c = Containerd::start_cri(version);
+    let write = |name: &str, v: &Value| {
+        let p = c.harness_dir().join(name);
+        std::fs::write(&p, v.to_string()).expect("write a CRI config");
+        p.to_string_lossy().into_owned()
+    };
+    let mut out = Vec::new();
+    for handler in ["crt", "runc"] {
+        let before: Vec<u32> = c.shim_procs().iter().map(|p| p.pid).collect();
+        let logs = c.dir.join("pods").join(handler);
+        let _ = std::fs::create_dir_all(&logs);
+        let pod_cfg = write(
+            &format!("bench-pod-{handler}.json"),
+            &json!({"metadata": {"name": format!("bench-{handler}"), "namespace": "default",
+                                 "uid": format!("bench-{handler}"), "attempt": 0},
+                    "log_directory": logs.to_string_lossy(), "linux": {}}),
+        );
+        let runp = c.crictl(&["runp", "--runtime", handler, &pod_cfg]);
+        if !runp.success() {
+            eprintln!("bench: pod on {handler} skipped: {runp}");
+            continue;
+        }
+        let pod = runp.stdout.trim().to_string();
+        for i in 0..n {
+            let cfg = write(
+                &format!("bench-ctr-{handler}-{i}.json"),
+                &json!({"metadata": {"name": format!("c{i}")}, "image": {"image": IMAGE},
+                        "command": ["sleep", "1000"], "log_path": format!("c{i}.log"),
+                        "linux": {}}),
+            );
+            let cid = c.crictl(&["create", &pod, &cfg, &pod_cfg]);
+            assert!(cid.success(), "bench: {cid}");
+            let started = c.crictl(&["start", cid.stdout.trim()]);
+            assert!(started.success(), "bench: {started}");
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        let shim = c
+            .shim_procs()
+            .iter()
+            .map(|p| p.pid)
+            .find(|p| !before.contains(p))
+            .unwrap_or(0);
+        out.push((
+            handler,
+            proc_field(shim, "status", "VmRSS"),
+            proc_field(shim, "smaps_rollup", "Pss"),
+        ));
+        let _ = c.crictl(&["rmp", "-f", &pod]);
+    }
+    out
 }
 
 #[allow(clippy::too_many_arguments)]
