@@ -262,24 +262,6 @@ fn cgroup_delegation(c: &Containerd) {
     assert_no_leaks(c, &[&id]);
 }
 
-/// Whether the filesystem of `path` takes id-mapped mounts: all this suite uses do on the
-/// kernels it runs on, except tmpfs before Linux 6.3.
-fn idmap_supported(path: &std::path::Path) -> bool {
-    let out = std::process::Command::new("stat")
-        .args(["-f", "-c", "%T"])
-        .arg(path)
-        .output()
-        .unwrap();
-    if String::from_utf8_lossy(&out.stdout).trim() != "tmpfs" {
-        return true;
-    }
-    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut v = release
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|n| n.parse::<u32>().ok());
-    (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 3)
-}
-
 /// A spec for `ctr run --config` with a user namespace mapping 0:100000:65536 and a rootfs the
 /// mapped root owns.
 fn userns_spec(c: &Containerd, id: &str, args: &[&str]) -> crt_e2e::Value {
@@ -338,7 +320,7 @@ fn idmapped_mount(c: &Containerd) {
     let mut spec = userns_spec(c, &mapped, &["sh", "-c", script]);
     spec["mounts"].as_array_mut().unwrap().push(bind(true));
     let out = c.run_config(&mapped, &spec);
-    if !idmap_supported(&dir) {
+    if !crt_e2e::util::idmap_supported(&dir) {
         // tmpfs takes id mappings from Linux 6.3 (the cgroup v2 VM runs 6.1 with /tmp on tmpfs).
         assert!(
             !out.success() && out.stderr.contains("cannot be id-mapped on this kernel"),
@@ -394,7 +376,7 @@ fn remap_labels(c: &Containerd) {
                        touch /etc/new && echo write=ok",
         ],
     );
-    if c.version == crt_e2e::Version::V2 && !idmap_supported(&c.dir) {
+    if c.version == crt_e2e::Version::V2 && !crt_e2e::util::idmap_supported(&c.dir) {
         // tmpfs (the cgroup v2 VM's /tmp) takes id mappings from Linux 6.3.
         assert!(
             !out.success() && out.stderr.contains("cannot be id-mapped on this kernel"),
