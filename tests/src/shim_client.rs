@@ -12,17 +12,35 @@ use containerd_shim_protos::protobuf::{Message, MessageField};
 
 /// One Task method by name, as containerd 2.x (v3) and then 1.6 (v2) name the service: a shim
 /// serving only v2 (runc's with containerd 1.6) answers too.
-fn call<Req: Message, Resp: Message>(
+pub fn call<Req: Message, Resp: Message>(
+    socket: &Path,
+    namespace: &str,
+    method: &str,
+    req: &Req,
+) -> Result<Resp, String> {
+    call_on(
+        &["containerd.task.v3.Task", "containerd.task.v2.Task"],
+        socket,
+        namespace,
+        method,
+        req,
+    )
+}
+
+/// [`call`] on the first of `services` the shim serves.
+pub fn call_on<Req: Message, Resp: Message>(
+    services: &[&str],
     socket: &Path,
     namespace: &str,
     method: &str,
     req: &Req,
 ) -> Result<Resp, String> {
     use ttrpc::proto::{Codec, RequestInit};
-    let c = ttrpc::Client::connect(&format!("unix://{}", socket.display()))
-        .map_err(|e| format!("connect {}: {e}", socket.display()))?;
     let mut last = String::new();
-    for service in ["containerd.task.v3.Task", "containerd.task.v2.Task"] {
+    for service in services {
+        // A fresh connection each: containerd 1.6's runc shim drops one that named v3.
+        let c = ttrpc::Client::connect(&format!("unix://{}", socket.display()))
+            .map_err(|e| format!("connect {}: {e}", socket.display()))?;
         let ctx = ctx(namespace);
         let payload = Codec::encode(req).map_err(|e| format!("encode: {e:?}"))?;
         let mut r = ttrpc::proto::Request::init_request(
@@ -40,6 +58,9 @@ fn call<Req: Message, Resp: Message>(
             }
             Err(ttrpc::Error::RpcStatus(st)) if st.code() == ttrpc::Code::UNIMPLEMENTED => {
                 last = format!("{service}: {}", st.message());
+            }
+            Err(ttrpc::Error::Socket(e)) if service.contains("v3") => {
+                last = format!("{service}: {e}");
             }
             Err(e) => return Err(format!("{service}/{method}: {e}")),
         }

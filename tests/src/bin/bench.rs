@@ -11,6 +11,9 @@
 //! - `BENCH_PODS` running containers (one shim each): Pss per shim, as `smaps_rollup` says;
 //! - density: `BENCH_DENSITY` containers started one after another, then 4 at a time (wall
 //!   clock each), and their removal;
+//! - the shim alone, without containerd on the path: `shim start` as containerd runs it, then
+//!   Create, Start, Wait and Delete of `true` over ttrpc on a prepared bundle (containerd only
+//!   receives the events), and the floor: fork, unshare, pivot_root and exec of `true`;
 //! - the pod case: one CRI pod (another containerd, with CRI) of pause + min(`BENCH_PODS`, 10)
 //!   containers on crt and on runc: RSS and Pss of the pod's one shim.
 //!
@@ -23,8 +26,11 @@
 //! `BENCH_DENSITY` (50), `BENCH_CONTAINERD` (`2` default, or `1.6`), `CRT_BIN_DIR` (make bench:
 //! the release build).
 
+use std::os::unix::process::CommandExt;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use crt_e2e::{json, secs, Containerd, Value, Version, IMAGE};
 
 struct Runtime {
@@ -279,6 +285,7 @@ fn main() {
         res[i].density = (one, four, rm);
     }
 
+    let alone = shim_alone(&c, runs);
     drop(c);
     let pod = pod_memory(version, pods.min(10));
     let (mut table, mut json) = report(version, runs, pods, execs, density, &rts, res, &notes);
@@ -290,6 +297,25 @@ fn main() {
             .collect::<Vec<_>>()
             .join("; ")
     ));
+    table.push_str(&format!(
+        "\nThe shim alone (start + Create + Start + Wait + Delete of `true`), median ms \
+         (p10-p90): {}\n",
+        alone
+            .iter()
+            .map(|(n, v)| {
+                let (m, lo, hi) = stats(v.clone());
+                format!("{n} {m:.1} ({lo:.1}-{hi:.1})")
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    ));
+    json["shim_alone"] = json!(alone
+        .iter()
+        .map(|(n, v)| {
+            let (m, lo, hi) = stats(v.clone());
+            json!({"name": n, "median_ms": m, "p10_ms": lo, "p90_ms": hi})
+        })
+        .collect::<Vec<_>>());
     json["pod"] = json!(pod
         .iter()
         .map(|(n, rss, pss)| json!({"handler": n, "rss_kib": rss, "pss_kib": pss}))
@@ -304,6 +330,266 @@ fn main() {
             eprintln!("bench: write {path}: {e}");
         }
     }
+}
+
+/// runc's shim options: BinaryName (6) and Root (7), as containerd.runc.v1.Options.
+fn runc_options(binary: &str, root: &str) -> Any {
+    let mut v = Vec::new();
+    for (tag, s) in [(0x32u8, binary), (0x3a, root)] {
+        v.push(tag);
+        let mut n = s.len();
+        while n >= 0x80 {
+            v.push((n as u8 & 0x7f) | 0x80);
+            n >>= 7;
+        }
+        v.push(n as u8);
+        v.extend_from_slice(s.as_bytes());
+    }
+    Any {
+        type_url: "containerd.runc.v1.Options".into(),
+        value: v,
+        ..Default::default()
+    }
+}
+
+/// Run `cmd` where /sys/fs/cgroup/unified is unmounted (as containerd runs in this bench).
+fn in_v1_view(cmd: &mut Command) {
+    // SAFETY: raw syscalls only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let none = std::ptr::null::<libc::c_char>();
+            if libc::unshare(libc::CLONE_NEWNS) != 0
+                || libc::mount(
+                    none,
+                    c"/".as_ptr(),
+                    none,
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::umount2(c"/sys/fs/cgroup/unified".as_ptr(), libc::MNT_DETACH);
+            Ok(())
+        });
+    }
+}
+
+/// One container's life on a shim driven directly: `start`, Create, Start, Wait, Delete,
+/// then Shutdown (not timed).
+fn drive_shim(
+    c: &Containerd,
+    shim: &std::path::Path,
+    options: Option<Any>,
+    id: &str,
+) -> Result<Duration, String> {
+    use containerd_shim_protos::api::{
+        CreateTaskRequest, CreateTaskResponse, DeleteRequest, DeleteResponse, Empty,
+        ShutdownRequest, StartRequest, StartResponse, WaitRequest, WaitResponse,
+    };
+    // containerd 1.6's runc shim serves task v2 only, and drops a connection that names v3.
+    let services: &[&str] = if options.is_some() {
+        &["containerd.task.v2.Task"]
+    } else {
+        &["containerd.task.v3.Task"]
+    };
+    use crt_e2e::shim_client::call_on;
+    let ns = "bench";
+    let bundle = c.harness_dir().join(format!("bundle-{id}"));
+    std::fs::create_dir_all(&bundle).map_err(|e| e.to_string())?;
+    let mut spec = c.config_spec(id, &["true"]);
+    // Every runtime takes this one (Debian's crun refuses 2.x's 1.2 spec version).
+    spec["ociVersion"] = "1.0.2".into();
+    std::fs::write(bundle.join("config.json"), spec.to_string()).map_err(|e| e.to_string())?;
+    // The shim's log fifo, as containerd makes it (runc's shim exits without one); kept open
+    // for reading, unread (its pipe buffer holds a run's lines).
+    let log = bundle.join("log");
+    let log_c =
+        std::ffi::CString::new(log.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    // SAFETY: mkfifo with a valid C string.
+    if unsafe { libc::mkfifo(log_c.as_ptr(), 0o600) } != 0 {
+        return Err(format!(
+            "mkfifo {}: {}",
+            log.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    let _log_reader = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&log)
+        .map_err(|e| format!("open {}: {e}", log.display()))?;
+    let containerd = c.version.bin_dir().join("containerd");
+    let t = Instant::now();
+    let mut cmd = Command::new(shim);
+    cmd.args(["-namespace", ns, "-id", id, "-address"])
+        .arg(c.sock())
+        .arg("-publish-binary")
+        .arg(&containerd)
+        .arg("start")
+        .current_dir(&bundle)
+        .env("TTRPC_ADDRESS", format!("{}.ttrpc", c.sock().display()))
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    in_v1_view(&mut cmd);
+    let out = cmd
+        .output()
+        .map_err(|e| format!("start {}: {e}", shim.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} start: {}",
+            shim.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let address = if text.starts_with('{') {
+        serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["address"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    } else {
+        text
+    };
+    let socket = std::path::PathBuf::from(address.trim_start_matches("unix://"));
+    let create = CreateTaskRequest {
+        id: id.into(),
+        bundle: bundle.to_string_lossy().into_owned(),
+        options: options.into(),
+        ..Default::default()
+    };
+    let run = || -> Result<(), String> {
+        call_on::<_, CreateTaskResponse>(services, &socket, ns, "Create", &create)?;
+        let start = StartRequest {
+            id: id.into(),
+            ..Default::default()
+        };
+        call_on::<_, StartResponse>(services, &socket, ns, "Start", &start)?;
+        let wait = WaitRequest {
+            id: id.into(),
+            ..Default::default()
+        };
+        call_on::<_, WaitResponse>(services, &socket, ns, "Wait", &wait)?;
+        let del = DeleteRequest {
+            id: id.into(),
+            ..Default::default()
+        };
+        call_on::<_, DeleteResponse>(services, &socket, ns, "Delete", &del)?;
+        Ok(())
+    };
+    let res = run();
+    let took = t.elapsed();
+    let shutdown = ShutdownRequest {
+        id: id.into(),
+        ..Default::default()
+    };
+    let _ = call_on::<_, Empty>(services, &socket, ns, "Shutdown", &shutdown);
+    res.map(|()| took)
+}
+
+/// The floor under any runtime: fork, new namespaces, pivot_root into a prepared rootfs and
+/// exec of `true`, waited for.
+fn syscall_floor(rootfs: &std::path::Path) -> Result<Duration, String> {
+    let root =
+        std::ffi::CString::new(rootfs.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    let mut cmd = Command::new("/bin/true");
+    // SAFETY: raw syscalls on memory prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let none = std::ptr::null::<libc::c_char>();
+            let flags = libc::CLONE_NEWNS
+                | libc::CLONE_NEWUTS
+                | libc::CLONE_NEWIPC
+                | libc::CLONE_NEWNET
+                | libc::CLONE_NEWPID;
+            if libc::unshare(flags) != 0
+                || libc::mount(
+                    none,
+                    c"/".as_ptr(),
+                    none,
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) != 0
+                || libc::mount(
+                    root.as_ptr(),
+                    root.as_ptr(),
+                    none,
+                    libc::MS_BIND | libc::MS_REC,
+                    std::ptr::null(),
+                ) != 0
+                || libc::chdir(root.as_ptr()) != 0
+                || libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) != 0
+                || libc::umount2(c".".as_ptr(), libc::MNT_DETACH) != 0
+                || libc::chdir(c"/".as_ptr()) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let t = Instant::now();
+    let st = cmd.status().map_err(|e| format!("floor: {e}"))?;
+    let took = t.elapsed();
+    if !st.success() {
+        return Err(format!("floor: true exited {st}"));
+    }
+    Ok(took)
+}
+
+/// The shim alone, `runs` times each, interleaved: crt, runc's shim with runc and with crun,
+/// and the syscall floor.
+fn shim_alone(c: &Containerd, runs: usize) -> Vec<(String, Vec<Duration>)> {
+    let state = |n: &str| {
+        c.state_dir()
+            .join(format!("alone-{n}"))
+            .to_string_lossy()
+            .into_owned()
+    };
+    // containerd 1.6's runc shim: 2.x's wants containerd's bootstrap parameters on stdin.
+    let runc_shim = Version::V16.bin_dir().join("containerd-shim-runc-v2");
+    let mut shims: Vec<(String, std::path::PathBuf, Option<Any>)> = vec![(
+        "crt".into(),
+        crt_e2e::crt_bin_dir().join("containerd-shim-crt-v1"),
+        None,
+    )];
+    for (name, bin) in [("runc", "/usr/sbin/runc"), ("crun", "/usr/bin/crun")] {
+        if std::path::Path::new(bin).exists() {
+            shims.push((
+                name.into(),
+                runc_shim.clone(),
+                Some(runc_options(bin, &state(name))),
+            ));
+        }
+    }
+    let rootfs = c.harness_dir().join("floor-rootfs");
+    crt_e2e::image::make_rootfs(&rootfs);
+    let mut out: Vec<(String, Vec<Duration>)> = shims
+        .iter()
+        .map(|(n, _, _)| (n.clone(), Vec::new()))
+        .chain(std::iter::once(("floor".to_string(), Vec::new())))
+        .collect();
+    let mut failed = vec![false; shims.len()];
+    for _ in 0..runs {
+        for (i, (name, bin, opts)) in shims.iter().enumerate() {
+            if failed[i] {
+                continue;
+            }
+            let id = c.new_id(&format!("alone{name}"));
+            match drive_shim(c, bin, opts.clone(), &id) {
+                Ok(d) => out[i].1.push(d),
+                Err(e) => {
+                    eprintln!("bench: the shim alone, {name}: {e}");
+                    failed[i] = true;
+                }
+            }
+        }
+        match syscall_floor(&rootfs) {
+            Ok(d) => out[shims.len()].1.push(d),
+            Err(e) => eprintln!("bench: {e}"),
+        }
+    }
+    out.retain(|(_, v)| !v.is_empty());
+    out
 }
 
 /// The pod case: one CRI pod with `n` containers per handler (crt, runc), and the RSS and
