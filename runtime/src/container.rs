@@ -160,6 +160,13 @@ impl Container {
                     on_hooks: &mut runtime_hooks,
                     listener: listener.as_ref(),
                     id_maps: Some(&loaded.plan.id_maps),
+                    setup_while_joining: !loaded.plan.has_ns(libc::CLONE_NEWUSER)
+                        && loaded.plan.create_container.is_empty()
+                        && loaded
+                            .plan
+                            .namespaces
+                            .iter()
+                            .all(|n| n.flag != libc::CLONE_NEWPID || n.path.is_none()),
                 },
             )?;
             if let Some(r) = &loaded.resources {
@@ -248,6 +255,8 @@ impl Container {
                 on_hooks: &mut |_| Err(RuntimeError::Init("an exec asked for hooks".into())),
                 listener: listener.as_ref(),
                 id_maps: None,
+                // An exec forks into the container's pid namespace.
+                setup_while_joining: false,
             },
         );
         match res {
@@ -355,6 +364,8 @@ struct HandshakeEvents<'a> {
     listener: Option<&'a Listener>,
     /// What to write when the helper has unshared its user namespace.
     id_maps: Option<&'a crate::userns::IdMaps>,
+    /// The helper never forks: it may set up while it is put in its v1 cgroup.
+    setup_while_joining: bool,
 }
 
 /// runc's name for a container's session keyring, which its execs join too.
@@ -384,12 +395,28 @@ fn spawn_handshake(
     )?;
     drop(theirs);
     (ev.on_pid)(pid)?;
-    if cg_fd.is_none() {
-        cgroup.add_pid(pid)?;
-    }
     let mut ch = Channel::new(ours);
     let lost = |e: std::io::Error| RuntimeError::Init(format!("talk to init: {e}"));
-    ch.send(&plan).map_err(lost)?;
+    if cg_fd.is_none() {
+        // cgroup v1: the first write to cgroup.procs waits for an RCU grace period (ms). A
+        // helper that never forks sets up its mounts meanwhile (prestart/createRuntime hooks
+        // wait for the loop below, which starts once it joined). One that forks (a pid
+        // namespace joined, a user namespace, createContainer hooks) must join first: its
+        // child would stay outside.
+        if ev.setup_while_joining {
+            ch.send(&plan).map_err(lost)?;
+            match cgroup.add_pid(pid) {
+                // It failed already: its own error is on the channel.
+                Err(e) if e.process_gone() => {}
+                other => other?,
+            }
+        } else {
+            cgroup.add_pid(pid)?;
+            ch.send(&plan).map_err(lost)?;
+        }
+    } else {
+        ch.send(&plan).map_err(lost)?;
+    }
     let mut console = None;
     loop {
         match ch.recv().map_err(lost)? {

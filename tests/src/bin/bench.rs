@@ -22,7 +22,7 @@
 //! runtime is measured in that view. Debian's crun 1.8 also refuses containerd 2.x's spec
 //! version: `BENCH_CONTAINERD=1.6` measures it.
 //!
-//! Knobs: `QUICK=1` (about a minute), `BENCH_RUNS` (20), `BENCH_PODS` (20), `BENCH_EXECS` (50),
+//! Knobs: `QUICK=1` (about a minute), `BENCH_ONLY=alone` (just the shim alone), `BENCH_RUNS` (20), `BENCH_PODS` (20), `BENCH_EXECS` (50),
 //! `BENCH_DENSITY` (50), `BENCH_CONTAINERD` (`2` default, or `1.6`), `CRT_BIN_DIR` (make bench:
 //! the release build).
 
@@ -182,6 +182,13 @@ fn main() {
         _ => Version::V2,
     };
     let c = Containerd::start_v1_view(version);
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("alone") {
+        for (n, v) in shim_alone(&c, runs) {
+            let (m, lo, hi) = stats(v);
+            println!("{n}: {m:.1} ms ({lo:.1}-{hi:.1})");
+        }
+        return;
+    }
     let mut notes = Vec::new();
     // Warm-up (page cache, image unpacking, first shim of each kind), and drop what cannot run
     // here (Debian 12's crun refuses containerd 2.x's spec version).
