@@ -202,6 +202,24 @@ pub fn kill(pid: u32, sig: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether the filesystem of `path` takes id-mapped mounts: all this suite uses do on the
+/// kernels it runs on, except tmpfs before Linux 6.3.
+pub fn idmap_supported(path: &std::path::Path) -> bool {
+    let out = std::process::Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(path)
+        .output()
+        .unwrap();
+    if String::from_utf8_lossy(&out.stdout).trim() != "tmpfs" {
+        return true;
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut v = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse::<u32>().ok());
+    (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 3)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,22 +242,4 @@ mod tests {
         assert!(has_component("/sys/fs/cgroup/memory/default/abc", "abc"));
         assert!(!has_component("/sys/fs/cgroup/memory/default/abcd", "abc"));
     }
-}
-
-/// Whether the filesystem of `path` takes id-mapped mounts: all this suite uses do on the
-/// kernels it runs on, except tmpfs before Linux 6.3.
-pub fn idmap_supported(path: &std::path::Path) -> bool {
-    let out = std::process::Command::new("stat")
-        .args(["-f", "-c", "%T"])
-        .arg(path)
-        .output()
-        .unwrap();
-    if String::from_utf8_lossy(&out.stdout).trim() != "tmpfs" {
-        return true;
-    }
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut v = release
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|n| n.parse::<u32>().ok());
-    (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 3)
 }

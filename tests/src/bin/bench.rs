@@ -100,7 +100,9 @@ fn timed(f: impl FnOnce()) -> Duration {
 }
 
 /// (median, p10, p90) in milliseconds.
-fn stats(mut v: Vec<Duration>) -> (f64, f64, f64) {
+type Spread = (f64, f64, f64);
+
+fn stats(mut v: Vec<Duration>) -> Spread {
     if v.is_empty() {
         return (0.0, 0.0, 0.0);
     }
@@ -680,7 +682,7 @@ fn report(
         Some(b) if rts.len() > BASE && i != BASE && b > 0.0 => format!(" ({:.2}×)", v / b),
         _ => String::new(),
     };
-    let times: Vec<(&str, Vec<(f64, f64, f64)>)> = vec![
+    let times: Vec<(&str, Vec<Spread>)> = vec![
         (
             "ctr run --rm true",
             res.iter().map(|r| timing(&r.start)).collect(),
