@@ -59,31 +59,36 @@ fn build() -> PathBuf {
         "{} not found: apt-get install busybox-static",
         bb.display()
     );
-    let key = sha256_file(&bb);
-    let skey = sha256_file(&script);
+    build_cached(
+        &format!("{}-{}", &sha256_file(&bb)[..16], &sha256_file(&script)[..8]),
+        "busybox-oci.tar",
+        &["busybox".as_ref(), "--busybox".as_ref(), bb.as_os_str()],
+        IMAGE,
+    )
+}
+
+/// Run the kit's image builder with `args` once per `key`: the tarball is cached under
+/// `CRT_TEST_IMAGE_CACHE` (default /tmp/crt-e2e-images), built under a name of this process's
+/// and renamed into place, as parallel test binaries may race here.
+fn build_cached(key: &str, name: &str, args: &[&std::ffi::OsStr], reference: &str) -> PathBuf {
+    let script = shared_dir().join("containerd2/build-busybox-image.py");
     let cache = PathBuf::from(
         std::env::var("CRT_TEST_IMAGE_CACHE").unwrap_or_else(|_| "/tmp/crt-e2e-images".into()),
     )
-    .join(format!("{}-{}", &key[..16], &skey[..8]));
-    let tar = cache.join("busybox-oci.tar");
+    .join(key);
+    let tar = cache.join(name);
     if tar.is_file() {
         return tar;
     }
     std::fs::create_dir_all(&cache).unwrap_or_else(|e| panic!("mkdir {}: {e}", cache.display()));
-    // unique name per process, then an atomic rename: parallel test binaries may race here
     let tmp = cache.join(format!("build-{}.tar", std::process::id()));
     let mut cmd = Command::new("python3");
-    cmd.arg(&script)
-        .arg("busybox")
-        .arg("--busybox")
-        .arg(&bb)
-        .arg("-o")
-        .arg(&tmp);
+    cmd.arg(&script).args(args).arg("-o").arg(&tmp);
     let out = run_timeout(cmd, secs(120));
-    assert!(out.success(), "building the busybox image failed:\n{out}");
+    assert!(out.success(), "building {name} failed:\n{out}");
     assert!(
-        out.stdout.contains(IMAGE),
-        "image builder did not report {IMAGE}:\n{out}"
+        out.stdout.contains(reference),
+        "image builder did not report {reference}:\n{out}"
     );
     std::fs::rename(&tmp, &tar).unwrap_or_else(|e| panic!("rename to {}: {e}", tar.display()));
     tar
@@ -106,29 +111,12 @@ pub fn pause_image_tar(bin_dir: &Path) -> PathBuf {
         "{} not found (the 2.x kit's pause)",
         pause.display()
     );
-    let script = shared_dir().join("containerd2/build-busybox-image.py");
-    let key = sha256_file(&pause);
-    let cache = PathBuf::from(
-        std::env::var("CRT_TEST_IMAGE_CACHE").unwrap_or_else(|_| "/tmp/crt-e2e-images".into()),
+    build_cached(
+        &format!("pause-{}", &sha256_file(&pause)[..16]),
+        "pause-oci.tar",
+        &["pause".as_ref(), "--pause-bin".as_ref(), pause.as_os_str()],
+        crate::PAUSE_IMAGE,
     )
-    .join(format!("pause-{}", &key[..16]));
-    let tar = cache.join("pause-oci.tar");
-    if tar.is_file() {
-        return tar;
-    }
-    std::fs::create_dir_all(&cache).unwrap_or_else(|e| panic!("mkdir {}: {e}", cache.display()));
-    let tmp = cache.join(format!("build-{}.tar", std::process::id()));
-    let mut cmd = Command::new("python3");
-    cmd.arg(&script)
-        .arg("pause")
-        .arg("--pause-bin")
-        .arg(&pause)
-        .arg("-o")
-        .arg(&tmp);
-    let out = run_timeout(cmd, secs(120));
-    assert!(out.success(), "building the pause image failed:\n{out}");
-    std::fs::rename(&tmp, &tar).unwrap_or_else(|e| panic!("rename to {}: {e}", tar.display()));
-    tar
 }
 
 /// Applets linked into a hand-made rootfs (for `ctr run --config` specs with an absolute root).

@@ -276,27 +276,7 @@ impl Containerd {
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         if self.hide_unified {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: raw syscalls only, between fork and exec.
-            unsafe {
-                cmd.pre_exec(|| {
-                    let none = std::ptr::null::<libc::c_char>();
-                    if libc::unshare(libc::CLONE_NEWNS) != 0
-                        || libc::mount(
-                            none,
-                            c"/".as_ptr(),
-                            none,
-                            libc::MS_REC | libc::MS_PRIVATE,
-                            std::ptr::null(),
-                        ) != 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    // Not a hybrid host: nothing to hide.
-                    libc::umount2(c"/sys/fs/cgroup/unified".as_ptr(), libc::MNT_DETACH);
-                    Ok(())
-                });
-            }
+            util::in_v1_view(&mut cmd);
         }
         let child = cmd
             .spawn()

@@ -220,6 +220,32 @@ pub fn idmap_supported(path: &std::path::Path) -> bool {
     (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 3)
 }
 
+/// Make `cmd` run in a mount namespace of its own where a hybrid host's
+/// /sys/fs/cgroup/unified is unmounted (Debian 12's crun refuses hybrid cgroups).
+pub fn in_v1_view(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: raw syscalls only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let none = std::ptr::null::<libc::c_char>();
+            if libc::unshare(libc::CLONE_NEWNS) != 0
+                || libc::mount(
+                    none,
+                    c"/".as_ptr(),
+                    none,
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Not a hybrid host: nothing to hide.
+            libc::umount2(c"/sys/fs/cgroup/unified".as_ptr(), libc::MNT_DETACH);
+            Ok(())
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

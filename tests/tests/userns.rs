@@ -159,24 +159,15 @@ fn join_user_namespace_by_path(c: &Containerd) {
         "echo user=$(readlink /proc/self/ns/user); echo net=$(readlink /proc/self/ns/net); \
                   echo uts=$(readlink /proc/self/ns/uts); echo uid=$(id -u); echo pid=$$; \
                   echo hostname=$(hostname)";
-    let mut spec = c.config_spec(&b, &["sh", "-c", script]);
+    let mut spec = userns_spec(c, &b, &["sh", "-c", script]);
     spec["hostname"] = "b-host".into();
-    let root = spec["root"]["path"].as_str().unwrap().to_string();
-    let chown = std::process::Command::new("chown")
-        .args(["-R", "100000:100000", &root])
-        .status()
-        .unwrap();
-    assert!(chown.success());
-    let nss = spec["linux"]["namespaces"].as_array_mut().unwrap();
-    for ns in nss.iter_mut() {
-        if ns["type"] == "network" {
-            ns["path"] = format!("/proc/{apid}/ns/net").into();
+    for ns in spec["linux"]["namespaces"].as_array_mut().unwrap() {
+        match ns["type"].as_str() {
+            Some("network") => ns["path"] = format!("/proc/{apid}/ns/net").into(),
+            Some("user") => ns["path"] = format!("/proc/{apid}/ns/user").into(),
+            _ => {}
         }
     }
-    nss.push(json!({"type": "user", "path": format!("/proc/{apid}/ns/user")}));
-    let maps = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
-    spec["linux"]["uidMappings"] = maps.clone();
-    spec["linux"]["gidMappings"] = maps;
     let out = c.run_config(&b, &spec);
     assert!(out.success(), "run joining a user namespace failed:\n{out}");
     for n in ["user", "net"] {
@@ -232,19 +223,11 @@ fn cgroup_delegation(c: &Containerd) {
     let script = format!(
         "mkdir {dir}/sub 2>&1 && echo $$ > {dir}/sub/cgroup.procs && echo moved=$(cat /proc/self/cgroup)"
     );
-    let mut spec = c.config_spec(&id, &["sh", "-c", &script]);
-    let root = spec["root"]["path"].as_str().unwrap().to_string();
-    let chown = std::process::Command::new("chown")
-        .args(["-R", "100000:100000", &root])
-        .status()
-        .unwrap();
-    assert!(chown.success());
-    let nss = spec["linux"]["namespaces"].as_array_mut().unwrap();
-    nss.push(json!({"type": "user"}));
-    nss.push(json!({"type": "cgroup"}));
-    let maps = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
-    spec["linux"]["uidMappings"] = maps.clone();
-    spec["linux"]["gidMappings"] = maps;
+    let mut spec = userns_spec(c, &id, &["sh", "-c", &script]);
+    spec["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "cgroup"}));
     // ctr's spec has no cgroup mount (CRI adds one); a writable one here.
     spec["mounts"].as_array_mut().unwrap().push(json!({
         "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",

@@ -361,29 +361,6 @@ fn runc_options(binary: &str, root: &str) -> Any {
     }
 }
 
-/// Run `cmd` where /sys/fs/cgroup/unified is unmounted (as containerd runs in this bench).
-fn in_v1_view(cmd: &mut Command) {
-    // SAFETY: raw syscalls only, between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            let none = std::ptr::null::<libc::c_char>();
-            if libc::unshare(libc::CLONE_NEWNS) != 0
-                || libc::mount(
-                    none,
-                    c"/".as_ptr(),
-                    none,
-                    libc::MS_REC | libc::MS_PRIVATE,
-                    std::ptr::null(),
-                ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::umount2(c"/sys/fs/cgroup/unified".as_ptr(), libc::MNT_DETACH);
-            Ok(())
-        });
-    }
-}
-
 /// One container's life on a shim driven directly: `start`, Create, Start, Wait, Delete,
 /// then Shutdown (not timed).
 fn drive_shim(
@@ -440,7 +417,7 @@ fn drive_shim(
         .env("TTRPC_ADDRESS", format!("{}.ttrpc", c.sock().display()))
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
-    in_v1_view(&mut cmd);
+    crt_e2e::util::in_v1_view(&mut cmd);
     let out = cmd
         .output()
         .map_err(|e| format!("start {}: {e}", shim.display()))?;
