@@ -68,13 +68,14 @@ pub fn run(a: &Args, listener: RawFd) -> Result<(), String> {
         .spawn(move || watcher.watch_oom())
         .map_err(|e| format!("spawn OOM watcher: {e}"))?;
 
-    // ttrpc starts a worker whenever fewer than `min` are idle (a Wait holds its worker until
-    // the exit), and lets idle ones beyond `max` go: few idle ones, as idle ones only cost
-    // memory. (It wants min < default < max.)
+    // ttrpc starts workers (two at a time, one after the other) whenever fewer than `min` are
+    // idle, and lets idle ones beyond `max` go. A burst of execs each holds a worker, and its
+    // Wait another, until it ends: with a `max` of 3 the pool churned so that 20 concurrent
+    // execs in the (emulated) cgroup v2 VM outlasted containerd's patience; 8 keeps enough.
     let mut server = ttrpc::Server::new()
         .set_thread_count_default(2)
         .set_thread_count_min(1)
-        .set_thread_count_max(3)
+        .set_thread_count_max(8)
         .add_listener(listener)
         .map_err(|e| format!("listen: {e}"))?
         .register_service(both_versions(svc));
