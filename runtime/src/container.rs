@@ -223,56 +223,27 @@ impl Container {
         Ok(())
     }
 
-    /// Prepare an extra process in the running container: it joins the init's namespaces and
-    /// cgroup, is set up as `process` says, and waits for [`Exec::start`].
+    /// What an exec needs of this container, owned: spawning one (a handshake with a helper,
+    /// slow on a loaded host) then borrows nothing the caller must keep locked.
+    pub fn exec_context(&self) -> ExecContext {
+        ExecContext {
+            init_pid: self.pid,
+            namespaces: self.namespaces.clone(),
+            cgroup: self.cgroup.clone(),
+            seccomp: self.seccomp.clone(),
+            keyring: self.keyring.clone(),
+            hook_state: self.hook_state.clone(),
+        }
+    }
+
+    /// Prepare an extra process in the running container: see [`ExecContext::exec`].
     pub fn exec(
         &self,
-        mut process: ProcessPlan,
+        process: ProcessPlan,
         stdio: [BorrowedFd<'_>; 3],
         log: &dyn Fn(&str),
     ) -> Result<Exec> {
-        process.seccomp = self.seccomp.clone();
-        process.session_keyring = self.keyring.clone();
-        let listener = Listener::of(&self.seccomp, &self.hook_state);
-        let plan = ExecPlan {
-            init_pid: self.pid,
-            namespaces: self.namespaces.clone(),
-            process,
-        };
-        let mut helper = None;
-        let mut note = |pid: i32| -> Result<()> {
-            helper = Some(pid);
-            Ok(())
-        };
-        let res = spawn_handshake(
-            0,
-            &self.cgroup,
-            stdio,
-            Msg::Exec(Box::new(plan)),
-            log,
-            HandshakeEvents {
-                on_pid: &mut note,
-                on_hooks: &mut |_| Err(RuntimeError::Init("an exec asked for hooks".into())),
-                listener: listener.as_ref(),
-                id_maps: None,
-                // An exec forks into the container's pid namespace.
-                setup_while_joining: false,
-            },
-        );
-        match res {
-            Ok((pid, channel, console)) => Ok(Exec {
-                pid,
-                channel: Some(channel),
-                console,
-                listener,
-            }),
-            Err(e) => {
-                if let Some(pid) = helper {
-                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                }
-                Err(e)
-            }
-        }
+        self.exec_context().exec(process, stdio, log)
     }
 
     /// Signal the init, or every process of the container (`all`).
@@ -366,6 +337,71 @@ struct HandshakeEvents<'a> {
     id_maps: Option<&'a crate::userns::IdMaps>,
     /// The helper never forks: it may set up while it is put in its v1 cgroup.
     setup_while_joining: bool,
+}
+
+/// A running container as its execs see it ([`Container::exec_context`]).
+#[derive(Debug, Clone)]
+pub struct ExecContext {
+    init_pid: i32,
+    namespaces: Vec<i32>,
+    cgroup: Manager,
+    seccomp: Option<crate::seccomp::SeccompProgram>,
+    keyring: Option<String>,
+    hook_state: StateBase,
+}
+
+impl ExecContext {
+    /// Prepare an extra process in the running container: it joins the init's namespaces and
+    /// cgroup, is set up as `process` says, and waits for [`Exec::start`].
+    pub fn exec(
+        &self,
+        mut process: ProcessPlan,
+        stdio: [BorrowedFd<'_>; 3],
+        log: &dyn Fn(&str),
+    ) -> Result<Exec> {
+        process.seccomp = self.seccomp.clone();
+        process.session_keyring = self.keyring.clone();
+        let listener = Listener::of(&self.seccomp, &self.hook_state);
+        let plan = ExecPlan {
+            init_pid: self.init_pid,
+            namespaces: self.namespaces.clone(),
+            process,
+        };
+        let mut helper = None;
+        let mut note = |pid: i32| -> Result<()> {
+            helper = Some(pid);
+            Ok(())
+        };
+        let res = spawn_handshake(
+            0,
+            &self.cgroup,
+            stdio,
+            Msg::Exec(Box::new(plan)),
+            log,
+            HandshakeEvents {
+                on_pid: &mut note,
+                on_hooks: &mut |_| Err(RuntimeError::Init("an exec asked for hooks".into())),
+                listener: listener.as_ref(),
+                id_maps: None,
+                // An exec forks into the container's pid namespace.
+                setup_while_joining: false,
+            },
+        );
+        match res {
+            Ok((pid, channel, console)) => Ok(Exec {
+                pid,
+                channel: Some(channel),
+                console,
+                listener,
+            }),
+            Err(e) => {
+                if let Some(pid) = helper {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+                Err(e)
+            }
+        }
+    }
 }
 
 /// runc's name for a container's session keyring, which its execs join too.

@@ -24,6 +24,6 @@ pub mod sysctl;
 pub mod userns;
 
 pub use console::Console;
-pub use container::{cleanup, Container, CreateOpts, Exec};
+pub use container::{cleanup, Container, CreateOpts, Exec, ExecContext};
 pub use error::{Result, RuntimeError};
 pub use rootfs_mount::RootfsMount;

@@ -131,6 +131,8 @@ struct Table {
     procs: HashMap<String, Proc>,
     /// Exits of pids not (yet) in the table: a process can die before create registers it.
     unclaimed: HashMap<i32, (u32, Timestamp)>,
+    /// Execs being spawned, outside the lock: (container id, exec id).
+    creating: std::collections::HashSet<(String, String)>,
 }
 
 pub struct Service {
@@ -705,44 +707,71 @@ impl Task for Service {
         };
         let mut io = open_stdio(req.terminal, [&req.stdin, &req.stdout, &req.stderr], &owner)
             .map_err(|e| status(Code::UNKNOWN, format!("crt: exec {exec_id}: stdio: {e}")))?;
-        // Spawned under the lock: a concurrent Delete cannot remove the container meanwhile, and
-        // the reaper cannot see the exec's pid before it is in the table.
+        // The exec is spawned outside the lock (its helper's handshake can take long on a loaded
+        // host, and State, Wait and other execs must not queue behind it); the id is reserved
+        // meanwhile, and the container checked again once it is spawned.
+        let key = (id.clone(), exec_id.clone());
+        let (ectx, io_owner) = {
+            let mut t = self.lock();
+            let reserved = t.creating.contains(&key);
+            let p = t.procs.get_mut(&id).ok_or_else(|| not_found(&id))?;
+            if reserved || p.execs.contains_key(&exec_id) {
+                return Err(status(
+                    Code::ALREADY_EXISTS,
+                    format!("exec {exec_id} in container {id}: already exists"),
+                ));
+            }
+            if p.init.status != Status::RUNNING || p.init.exit.is_some() || p.pending_exit.is_some()
+            {
+                return Err(status(
+                    Code::FAILED_PRECONDITION,
+                    format!("container {id} is {:?}: cannot exec in it", p.init.status),
+                ));
+            }
+            let c = p.container.as_ref().ok_or_else(|| not_found(&id))?;
+            let found = (c.exec_context(), p.io_owner);
+            t.creating.insert(key.clone());
+            found
+        };
+        let spawned = (|| {
+            if let Some((uid, gid)) = io_owner {
+                io.chown_child(uid, gid).map_err(|e| {
+                    status(
+                        Code::UNKNOWN,
+                        format!("crt: exec {exec_id}: IoUid/IoGid: {e}"),
+                    )
+                })?;
+            }
+            let log_line = |l: &str| log::info!("container {id} exec {exec_id}: {l}");
+            let fds = io
+                .child_fds()
+                .ok_or_else(|| status(Code::INTERNAL, "stdio already used"))?;
+            ectx.exec(plan, fds, &log_line).map_err(|e| {
+                log::error!("exec {exec_id} in {id}: {e}");
+                runtime_err("exec", e)
+            })
+        })();
+        io.child = None;
         let mut t = self.lock();
-        let p = t.procs.get_mut(&id).ok_or_else(|| not_found(&id))?;
-        if p.execs.contains_key(&exec_id) {
-            return Err(status(
-                Code::ALREADY_EXISTS,
-                format!("exec {exec_id} in container {id}: already exists"),
-            ));
-        }
-        if p.init.status != Status::RUNNING || p.init.exit.is_some() || p.pending_exit.is_some() {
+        t.creating.remove(&key);
+        // Dropping the handle of a never-started exec ends it.
+        let mut handle = spawned?;
+        let pid = handle.pid();
+        if let Some((code, _)) = t.unclaimed.remove(&pid) {
             return Err(status(
                 Code::FAILED_PRECONDITION,
-                format!("container {id} is {:?}: cannot exec in it", p.init.status),
+                format!("exec {exec_id} in container {id} ended ({code}) before it was started"),
             ));
         }
-        if let Some((uid, gid)) = p.io_owner {
-            io.chown_child(uid, gid).map_err(|e| {
-                status(
-                    Code::UNKNOWN,
-                    format!("crt: exec {exec_id}: IoUid/IoGid: {e}"),
-                )
-            })?;
+        let p = t.procs.get_mut(&id).ok_or_else(|| not_found(&id))?;
+        if p.container.is_none() || p.init.exit.is_some() || p.pending_exit.is_some() {
+            return Err(status(
+                Code::FAILED_PRECONDITION,
+                format!("container {id} ended while exec {exec_id} was being made"),
+            ));
         }
-        let c = p.container.as_ref().ok_or_else(|| not_found(&id))?;
-        let log_line = |l: &str| log::info!("container {id} exec {exec_id}: {l}");
-        let fds = io
-            .child_fds()
-            .ok_or_else(|| status(Code::INTERNAL, "stdio already used"))?;
-        let handle = c.exec(plan, fds, &log_line).map_err(|e| {
-            log::error!("exec {exec_id} in {id}: {e}");
-            runtime_err("exec", e)
-        });
-        io.child = None;
-        let mut handle = handle?;
         connect_terminal(&mut io, handle.take_console())?;
         let paths = [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()];
-        let pid = handle.pid();
         p.execs.insert(
             exec_id.clone(),
             ExecProc {
