@@ -211,14 +211,13 @@ impl Containerd {
         for d in ["root", "state", "s", "harness", "opt"] {
             fs::create_dir_all(dir.join(d)).unwrap();
         }
-        let runtime_for_config = runtime.clone();
         let cri_bridge = cri.then(|| cri_setup(&dir, &suffix));
-        let mut config_text = config_toml(version, &dir);
-        if cri {
-            config_text = cri_config_toml(version, &dir, &runtime_for_config);
-        }
         let config = dir.join("config.toml");
-        fs::write(&config, config_text).unwrap();
+        fs::write(
+            &config,
+            config_toml(version, &dir, cri.then_some(runtime.as_str())),
+        )
+        .unwrap();
         let c = Containerd {
             version,
             dir,
@@ -877,15 +876,17 @@ impl Drop for Containerd {
     }
 }
 
-fn config_toml(version: Version, dir: &Path) -> String {
+/// containerd's config, everything under `dir`; with `cri` (the runtime its handler runs),
+/// [`cri_config_toml`]'s tables are added, else the CRI plugins are disabled.
+fn config_toml(version: Version, dir: &Path, cri: Option<&str>) -> String {
     let d = dir.display();
-    match version {
+    let base = match version {
         // containerd 1.6: config schema version 2; shim sockets always go to /run/containerd/s
         Version::V16 => format!(
             r#"version = 2
 root = "{d}/root"
 state = "{d}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+{disabled}
 
 [grpc]
   address = "{d}/state/containerd.sock"
@@ -898,15 +899,20 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
 [plugins."io.containerd.internal.v1.opt"]
   path = "{d}/opt"
-"#
+"#,
+            disabled = if cri.is_some() {
+                ""
+            } else {
+                r#"disabled_plugins = ["io.containerd.grpc.v1.cri"]"#
+            }
         ),
-        // containerd 2.x (kit at 301026e5): schema version 4; CRI off; everything under the dir
+        // containerd 2.x (kit at 301026e5): schema version 4; everything under the dir
         Version::V2 => format!(
             r#"version = 4
 root = '{d}/root'
 state = '{d}/state'
 imports = []
-disabled_plugins = ['io.containerd.grpc.v1.cri', 'io.containerd.cri.v1.images', 'io.containerd.cri.v1.runtime', 'io.containerd.podsandbox.controller.v1.podsandbox']
+{disabled}
 
 [debug]
   level = 'debug'
@@ -925,8 +931,18 @@ disabled_plugins = ['io.containerd.grpc.v1.cri', 'io.containerd.cri.v1.images', 
   [plugins.'io.containerd.nri.v1.nri']
     disable = true
     socket_path = '{d}/state/nri.sock'
-"#
+"#,
+            disabled = if cri.is_some() {
+                ""
+            } else {
+                "disabled_plugins = ['io.containerd.grpc.v1.cri', 'io.containerd.cri.v1.images', \
+                 'io.containerd.cri.v1.runtime', 'io.containerd.podsandbox.controller.v1.podsandbox']"
+            }
         ),
+    };
+    match cri {
+        Some(runtime) => base + &cri_config_toml(version, dir, runtime),
+        None => base,
     }
 }
 
@@ -967,8 +983,8 @@ fn cri_setup(dir: &Path, suffix: &str) -> String {
     bridge
 }
 
-/// containerd's config with the CRI plugin: handler [`CRI_HANDLER`] runs `runtime`, every path
-/// private, oom_score_adj restricted (no CAP_SYS_RESOURCE on the test host), the pause image
+/// The CRI plugin's tables: handler [`CRI_HANDLER`] runs `runtime`, every path private,
+/// oom_score_adj restricted (no CAP_SYS_RESOURCE on the test host), the pause image
 /// [`PAUSE_IMAGE`] (imported, never pulled).
 fn cri_config_toml(version: Version, dir: &Path, runtime: &str) -> String {
     let d = dir.display();
@@ -1006,22 +1022,7 @@ fn cri_config_toml(version: Version, dir: &Path, runtime: &str) -> String {
         Version::V16 => {
             let rt = r#"plugins."io.containerd.grpc.v1.cri".containerd.runtimes.crt"#;
             format!(
-                r#"version = 2
-root = "{d}/root"
-state = "{d}/state"
-
-[grpc]
-  address = "{d}/state/containerd.sock"
-
-[ttrpc]
-  address = "{d}/state/containerd.sock.ttrpc"
-
-[debug]
-  level = "debug"
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/opt"
-
+                r#"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{PAUSE_IMAGE}"
   restrict_oom_score_adj = true
@@ -1044,29 +1045,7 @@ state = "{d}/state"
         Version::V2 => {
             let rt = "plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.crt";
             format!(
-                r#"version = 4
-root = '{d}/root'
-state = '{d}/state'
-imports = []
-
-[debug]
-  level = 'debug'
-
-[plugins]
-  [plugins.'io.containerd.server.v1.grpc']
-    address = '{d}/state/containerd.sock'
-  [plugins.'io.containerd.server.v1.ttrpc']
-    address = '{d}/state/containerd.sock.ttrpc'
-  [plugins.'io.containerd.shim.v1.manager']
-    socket_dir = '{d}/s'
-  [plugins.'io.containerd.internal.v1.opt']
-    path = '{d}/opt'
-  [plugins.'io.containerd.image-verifier.v1.bindir']
-    bin_dir = '{d}/opt/image-verifier/bin'
-  [plugins.'io.containerd.nri.v1.nri']
-    disable = true
-    socket_path = '{d}/state/nri.sock'
-  [plugins.'io.containerd.cri.v1.images']
+                r#"  [plugins.'io.containerd.cri.v1.images']
     snapshotter = 'overlayfs'
     [plugins.'io.containerd.cri.v1.images'.pinned_images]
       sandbox = '{PAUSE_IMAGE}'

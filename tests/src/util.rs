@@ -220,6 +220,27 @@ pub fn idmap_supported(path: &std::path::Path) -> bool {
     (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 3)
 }
 
+/// Unshare `flags` (CLONE_NEWNS among them) and make every mount private, so nothing this
+/// process mounts reaches the host. Raw syscalls only: safe between fork and exec.
+pub fn unshare_private_mounts(flags: libc::c_int) -> std::io::Result<()> {
+    let none = std::ptr::null::<libc::c_char>();
+    // SAFETY: plain syscalls with constant arguments.
+    let failed = unsafe {
+        libc::unshare(flags) != 0
+            || libc::mount(
+                none,
+                c"/".as_ptr(),
+                none,
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) != 0
+    };
+    if failed {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Make `cmd` run in a mount namespace of its own where a hybrid host's
 /// /sys/fs/cgroup/unified is unmounted (Debian 12's crun refuses hybrid cgroups).
 pub fn in_v1_view(cmd: &mut std::process::Command) {
@@ -227,18 +248,7 @@ pub fn in_v1_view(cmd: &mut std::process::Command) {
     // SAFETY: raw syscalls only, between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
-            let none = std::ptr::null::<libc::c_char>();
-            if libc::unshare(libc::CLONE_NEWNS) != 0
-                || libc::mount(
-                    none,
-                    c"/".as_ptr(),
-                    none,
-                    libc::MS_REC | libc::MS_PRIVATE,
-                    std::ptr::null(),
-                ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
+            unshare_private_mounts(libc::CLONE_NEWNS)?;
             // Not a hybrid host: nothing to hide.
             libc::umount2(c"/sys/fs/cgroup/unified".as_ptr(), libc::MNT_DETACH);
             Ok(())

@@ -482,27 +482,21 @@ fn syscall_floor(rootfs: &std::path::Path) -> Result<Duration, String> {
     // SAFETY: raw syscalls on memory prepared before the fork.
     unsafe {
         cmd.pre_exec(move || {
+            crt_e2e::util::unshare_private_mounts(
+                libc::CLONE_NEWNS
+                    | libc::CLONE_NEWUTS
+                    | libc::CLONE_NEWIPC
+                    | libc::CLONE_NEWNET
+                    | libc::CLONE_NEWPID,
+            )?;
             let none = std::ptr::null::<libc::c_char>();
-            let flags = libc::CLONE_NEWNS
-                | libc::CLONE_NEWUTS
-                | libc::CLONE_NEWIPC
-                | libc::CLONE_NEWNET
-                | libc::CLONE_NEWPID;
-            if libc::unshare(flags) != 0
-                || libc::mount(
-                    none,
-                    c"/".as_ptr(),
-                    none,
-                    libc::MS_REC | libc::MS_PRIVATE,
-                    std::ptr::null(),
-                ) != 0
-                || libc::mount(
-                    root.as_ptr(),
-                    root.as_ptr(),
-                    none,
-                    libc::MS_BIND | libc::MS_REC,
-                    std::ptr::null(),
-                ) != 0
+            if libc::mount(
+                root.as_ptr(),
+                root.as_ptr(),
+                none,
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            ) != 0
                 || libc::chdir(root.as_ptr()) != 0
                 || libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) != 0
                 || libc::umount2(c".".as_ptr(), libc::MNT_DETACH) != 0
