@@ -223,8 +223,9 @@ impl Container {
         Ok(())
     }
 
-    /// What an exec needs of this container, owned: spawning one (a handshake with a helper,
-    /// slow on a loaded host) then borrows nothing the caller must keep locked.
+    /// What an exec needs of this container, owned: spawning one ([`ExecContext::exec`], a
+    /// handshake with a helper, slow on a loaded host) then borrows nothing the caller must keep
+    /// locked.
     pub fn exec_context(&self) -> ExecContext {
         ExecContext {
             init_pid: self.pid,
@@ -234,16 +235,6 @@ impl Container {
             keyring: self.keyring.clone(),
             hook_state: self.hook_state.clone(),
         }
-    }
-
-    /// Prepare an extra process in the running container: see [`ExecContext::exec`].
-    pub fn exec(
-        &self,
-        process: ProcessPlan,
-        stdio: [BorrowedFd<'_>; 3],
-        log: &dyn Fn(&str),
-    ) -> Result<Exec> {
-        self.exec_context().exec(process, stdio, log)
     }
 
     /// Signal the init, or every process of the container (`all`).
@@ -433,25 +424,22 @@ fn spawn_handshake(
     (ev.on_pid)(pid)?;
     let mut ch = Channel::new(ours);
     let lost = |e: std::io::Error| RuntimeError::Init(format!("talk to init: {e}"));
-    if cg_fd.is_none() {
-        // cgroup v1: the first write to cgroup.procs waits for an RCU grace period (ms). A
-        // helper that never forks sets up its mounts meanwhile (prestart/createRuntime hooks
-        // wait for the loop below, which starts once it joined). One that forks (a pid
-        // namespace joined, a user namespace, createContainer hooks) must join first: its
-        // child would stay outside.
-        if ev.setup_while_joining {
-            ch.send(&plan).map_err(lost)?;
-            match cgroup.add_pid(pid) {
-                // It failed already: its own error is on the channel.
-                Err(e) if e.process_gone() => {}
-                other => other?,
-            }
-        } else {
-            cgroup.add_pid(pid)?;
-            ch.send(&plan).map_err(lost)?;
+    // cgroup v1 (no CLONE_INTO_CGROUP): the first write to cgroup.procs waits for an RCU grace
+    // period (ms). A helper that never forks sets up its mounts meanwhile (prestart and
+    // createRuntime hooks wait for the loop below, which starts once it joined). One that forks
+    // (a pid namespace joined, a user namespace, createContainer hooks) must join first: its
+    // child would stay outside.
+    let join_v1 = cg_fd.is_none();
+    if join_v1 && !ev.setup_while_joining {
+        cgroup.add_pid(pid)?;
+    }
+    ch.send(&plan).map_err(lost)?;
+    if join_v1 && ev.setup_while_joining {
+        match cgroup.add_pid(pid) {
+            // It failed already: its own error is on the channel.
+            Err(e) if e.process_gone() => {}
+            other => other?,
         }
-    } else {
-        ch.send(&plan).map_err(lost)?;
     }
     let mut console = None;
     loop {

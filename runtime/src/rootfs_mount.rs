@@ -65,11 +65,7 @@ fn mount_one(m: &RootfsMount, target: &Path) -> Result<()> {
         mount_idmapped(m, &o, &maps, target)?;
         return set_propagation(m, &o, target);
     }
-    let t = target.display().to_string();
-    let fail = |op: &'static str| {
-        let path = format!("{} ({}) on {t}", m.source, m.fstype);
-        move |source| RuntimeError::Sys { op, path, source }
-    };
+    let fail = |op| sys_err(m, target, op);
     if o.is_bind() || m.fstype == "bind" {
         let flags = o.ms_flags() | MsFlags::MS_BIND;
         mount(
@@ -105,12 +101,21 @@ fn mount_one(m: &RootfsMount, target: &Path) -> Result<()> {
     set_propagation(m, &o, target)
 }
 
+/// A failed mount(2) of `m` on `target`, named.
+fn sys_err<'a>(
+    m: &'a RootfsMount,
+    target: &'a Path,
+    op: &'static str,
+) -> impl FnOnce(nix::Error) -> RuntimeError + 'a {
+    move |source| RuntimeError::Sys {
+        op,
+        path: format!("{} ({}) on {}", m.source, m.fstype, target.display()),
+        source,
+    }
+}
+
 fn set_propagation(m: &RootfsMount, o: &mountopts::MountOptions, target: &Path) -> Result<()> {
-    let t = target.display().to_string();
-    let fail = |op: &'static str| {
-        let path = format!("{} ({}) on {t}", m.source, m.fstype);
-        move |source| RuntimeError::Sys { op, path, source }
-    };
+    let fail = |op| sys_err(m, target, op);
     for p in &o.propagation {
         mount(
             None::<&str>,

@@ -147,65 +147,34 @@ pub fn spawn_init(
     Ok(ret as i32)
 }
 
-/// A child in a new, still unmapped user namespace that lives until the returned pipe end is
-/// closed: whoever holds a user namespace fd needs a process to make it. Safe to call from the
-/// multi-threaded shim (the child only reads and exits); the caller's reaper reaps it.
-pub fn userns_holder() -> Result<(i32, OwnedFd)> {
-    let (rd, wr) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|source| RuntimeError::Sys {
-            op: "pipe",
-            path: "for a user namespace".into(),
-            source,
-        })?;
-    let (rd_raw, wr_raw) = (rd.as_raw_fd(), wr.as_raw_fd());
-    let args = CloneArgs {
-        flags: libc::CLONE_NEWUSER as u64,
-        exit_signal: libc::SIGCHLD as u64,
-        ..Default::default()
-    };
-    // SAFETY: the child makes three raw syscalls on fds it inherited and never returns.
-    let ret = unsafe { clone3(&args) };
-    if ret == 0 {
-        unsafe {
-            libc::close(wr_raw);
-            let mut b = 0u8;
-            libc::read(rd_raw, (&mut b as *mut u8).cast(), 1);
-            libc::_exit(0);
-        }
-    }
-    if ret < 0 {
-        return Err(RuntimeError::Sys {
-            op: "clone3",
-            path: "CLONE_NEWUSER".into(),
-            source: nix::Error::last(),
-        });
-    }
-    drop(rd);
-    Ok((ret as i32, wr))
-}
-
-/// A child that joins the user namespace `ns` and lives until the returned pipe end is
-/// closed, so that namespace's maps can be read from /proc/<pid>/{uid,gid}_map (a namespace
-/// pinned by a bind mount, as CRI's, has no process of its own to read them from). Safe from
-/// the multi-threaded shim; the caller's reaper reaps it.
-pub fn userns_joiner(ns: BorrowedFd<'_>) -> Result<(i32, OwnedFd)> {
+/// A child in a user namespace that lives until the returned pipe end is closed: a new, still
+/// unmapped one (`join` None), whose fd only a process can make, or the one `join` refers to,
+/// so its maps can be read from /proc/<pid>/{uid,gid}_map (a namespace pinned by a bind mount,
+/// as CRI's, has no process of its own). Safe from the multi-threaded shim: the child only
+/// makes raw syscalls; the caller's reaper reaps it.
+pub fn userns_holder(join: Option<BorrowedFd<'_>>) -> Result<(i32, OwnedFd)> {
     let pipe = || {
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|source| RuntimeError::Sys {
             op: "pipe",
-            path: "to read a user namespace's maps".into(),
+            path: "for a user namespace".into(),
             source,
         })
     };
     let (hold_r, hold_w) = pipe()?;
     let (ready_r, ready_w) = pipe()?;
-    let (hr, hw, rr, rw, nsfd) = (
+    let (hr, hw, rr, rw) = (
         hold_r.as_raw_fd(),
         hold_w.as_raw_fd(),
         ready_r.as_raw_fd(),
         ready_w.as_raw_fd(),
-        ns.as_raw_fd(),
     );
+    let nsfd = join.map(|f| f.as_raw_fd());
     let args = CloneArgs {
+        flags: if nsfd.is_some() {
+            0
+        } else {
+            libc::CLONE_NEWUSER as u64
+        },
         exit_signal: libc::SIGCHLD as u64,
         ..Default::default()
     };
@@ -215,7 +184,9 @@ pub fn userns_joiner(ns: BorrowedFd<'_>) -> Result<(i32, OwnedFd)> {
         unsafe {
             libc::close(hw);
             libc::close(rr);
-            let ok: u8 = (libc::setns(nsfd, libc::CLONE_NEWUSER) == 0).into();
+            let ok: u8 = nsfd
+                .is_none_or(|fd| libc::setns(fd, libc::CLONE_NEWUSER) == 0)
+                .into();
             libc::write(rw, (&ok as *const u8).cast(), 1);
             let mut b = 0u8;
             libc::read(hr, (&mut b as *mut u8).cast(), 1);
@@ -225,7 +196,7 @@ pub fn userns_joiner(ns: BorrowedFd<'_>) -> Result<(i32, OwnedFd)> {
     if ret < 0 {
         return Err(RuntimeError::Sys {
             op: "clone3",
-            path: "to join a user namespace".into(),
+            path: "for a user namespace".into(),
             source: nix::Error::last(),
         });
     }
@@ -235,7 +206,7 @@ pub fn userns_joiner(ns: BorrowedFd<'_>) -> Result<(i32, OwnedFd)> {
     match nix::unistd::read(&ready_r, &mut b) {
         Ok(1) if b[0] == 1 => Ok((ret as i32, hold_w)),
         _ => Err(RuntimeError::Init(
-            "could not join the user namespace to read its maps".into(),
+            "no child came up in the user namespace (setns refused?)".into(),
         )),
     }
 }

@@ -151,7 +151,7 @@ impl IdMaps {
             None => {
                 let ns = std::fs::File::open(path)
                     .map_err(|e| format!("open user namespace {}: {e}", path.display()))?;
-                let (pid, hold) = crate::spawn::userns_joiner(std::os::fd::AsFd::as_fd(&ns))
+                let (pid, hold) = crate::spawn::userns_holder(Some(std::os::fd::AsFd::as_fd(&ns)))
                     .map_err(|e| format!("user namespace {}: {e}", path.display()))?;
                 _joiner = Some(hold);
                 std::path::PathBuf::from(format!("/proc/{pid}"))
@@ -178,7 +178,7 @@ impl IdMaps {
     /// An fd of a new user namespace with these maps (for id-mapped mounts). `reap`: wait for
     /// the process that made it here, where no reaper does (the single-threaded init helper).
     pub fn namespace_fd(&self, reap: bool) -> Result<std::os::fd::OwnedFd, String> {
-        let (pid, hold) = crate::spawn::userns_holder()
+        let (pid, hold) = crate::spawn::userns_holder(None)
             .map_err(|e| format!("user namespace for an id map: {e}"))?;
         let res = self
             .write(pid)

@@ -10,7 +10,7 @@ mod process;
 mod rootfs;
 mod sources;
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use nix::sched::{setns, unshare, CloneFlags};
@@ -94,13 +94,11 @@ fn container_mount_namespace(new: bool, back: bool) -> Result<(), String> {
 
 /// Enter the container's user namespace (new: the runtime writes its maps while we wait) and
 /// become its root: until then we are the host's root, which has no id inside.
-fn enter_user_namespace(ch: &mut Channel, path: Option<&std::path::Path>) -> Result<(), String> {
-    match path {
-        Some(path) => {
-            let f = std::fs::File::open(path)
-                .map_err(|e| format!("open namespace {}: {e}", path.display()))?;
-            setns(f, CloneFlags::CLONE_NEWUSER)
-                .map_err(|e| format!("setns {}: {e}", path.display()))?;
+/// `join`: an opened namespace and its path.
+fn enter_user_namespace(ch: &mut Channel, join: Option<(OwnedFd, String)>) -> Result<(), String> {
+    match join {
+        Some((fd, path)) => {
+            setns(fd, CloneFlags::CLONE_NEWUSER).map_err(|e| format!("setns {path}: {e}"))?;
         }
         None => {
             unshare(CloneFlags::CLONE_NEWUSER)
@@ -145,9 +143,16 @@ fn run_init(ch: &mut Channel, plan: &Plan) -> Result<(), String> {
     )?;
     // While we are still the host's root.
     let sources = sources::prepare(plan)?;
-    let joined = open_namespaces(plan)?;
-    if let Some(ns) = user {
-        enter_user_namespace(ch, ns.path.as_deref())?;
+    let mut joined = open_namespaces(plan)?;
+    if user.is_some() {
+        let join = match joined.first() {
+            Some((flag, _, _)) if *flag == libc::CLONE_NEWUSER => {
+                let (_, fd, path) = joined.remove(0);
+                Some((fd, path))
+            }
+            _ => None,
+        };
+        enter_user_namespace(ch, join)?;
     }
     join_namespaces(joined)?;
     if user.is_some() {
@@ -254,16 +259,10 @@ fn run_exec(ch: &mut Channel, plan: &ExecPlan) -> Result<(), String> {
         let f = std::fs::File::open(&path).map_err(|e| format!("open {path}: {e}"))?;
         fds.push((*flag, OwnedFd::from(f), path));
     }
-    // The user namespace first: it owns the others, and its root may then join them.
-    fds.sort_by_key(|(flag, _, _)| match *flag {
-        libc::CLONE_NEWUSER => 0,
-        libc::CLONE_NEWNS => 2,
-        _ => 1,
-    });
+    fds.sort_by_key(|(flag, _, _)| join_order(*flag));
     for (flag, fd, path) in fds {
         if flag == libc::CLONE_NEWUSER {
-            let own = format!("/proc/self/fd/{}", fd.as_raw_fd());
-            enter_user_namespace(ch, Some(std::path::Path::new(&own)))?;
+            enter_user_namespace(ch, Some((fd, path)))?;
             continue;
         }
         setns(&fd, CloneFlags::from_bits_truncate(flag))
@@ -336,16 +335,26 @@ fn finish(ch: &mut Channel, p: &ProcessPlan, init: Option<&Plan>) -> Result<(), 
     Err(process::exec(p, &prepared, ch))
 }
 
-/// Open the namespaces given by path (but the user namespace), the mount namespace last.
-/// Opened while we are still the host's root: inside a user namespace the paths (CRI's
-/// pinned namespaces under containerd's 0700 state dir) are out of reach.
+/// The order namespaces are joined in: the user namespace first (it owns the others, and its
+/// root may then join them), the mount namespace last (the others' paths are host paths).
+fn join_order(flag: i32) -> u8 {
+    match flag {
+        libc::CLONE_NEWUSER => 0,
+        libc::CLONE_NEWNS => 2,
+        _ => 1,
+    }
+}
+
+/// Open the namespaces given by path, in [`join_order`]. Opened while we are still the host's
+/// root: inside a user namespace the paths (CRI's pinned namespaces under containerd's 0700
+/// state dir) are out of reach.
 fn open_namespaces(plan: &Plan) -> Result<Vec<(i32, OwnedFd, String)>, String> {
     let mut ordered: Vec<_> = plan
         .namespaces
         .iter()
-        .filter(|n| n.path.is_some() && n.flag != libc::CLONE_NEWUSER)
+        .filter(|n| n.path.is_some())
         .collect();
-    ordered.sort_by_key(|n| n.flag == libc::CLONE_NEWNS);
+    ordered.sort_by_key(|n| join_order(n.flag));
     let mut out = Vec::new();
     for ns in ordered {
         let Some(path) = &ns.path else { continue };

@@ -124,10 +124,14 @@ fn make_parent_mount_private(rootfs: &Path) -> R<()> {
     mount(NONE, best.as_str(), NONE, MsFlags::MS_PRIVATE, NONE).map_err(e("make private", &best))
 }
 
-/// Remount the bind mount at `path` with `flags`. In a user namespace the flags of a mount that
-/// came from the host are locked (nosuid, nodev, noexec, rdonly, atime): a remount without them
-/// is EPERM, so on EPERM it is tried once more with the locked ones kept, as runc does.
-fn remount_bind(path: &str, flags: MsFlags, what: &str) -> R<()> {
+/// Remount the bind mount at `dest` (reopened inside the root) with `flags`: the mount call
+/// that made it ignores per-mount flags. In a user namespace the flags of a mount that came
+/// from the host are locked (nosuid, nodev, noexec, rdonly, atime): a remount without them is
+/// EPERM, so on EPERM it is tried once more with the locked ones kept, as runc does.
+fn remount_bind(root: &OwnedFd, dest: &str, flags: MsFlags) -> R<()> {
+    let new = openat2_in_root(root, dest, libc::O_PATH).map_err(eio("reopen", dest))?;
+    let path = proc_fd(&new);
+    let path = path.as_str();
     let base = MsFlags::MS_REMOUNT | MsFlags::MS_BIND;
     match mount(NONE, path, NONE, base | flags, NONE) {
         Err(nix::Error::EPERM) => {
@@ -140,9 +144,9 @@ fn remount_bind(path: &str, flags: MsFlags, what: &str) -> R<()> {
                     | MsFlags::MS_RDONLY
                     | atime);
             let flags = (flags - atime) | locked;
-            mount(NONE, path, NONE, base | flags, NONE).map_err(e("remount bind", what))
+            mount(NONE, path, NONE, base | flags, NONE).map_err(e("remount bind", dest))
         }
-        other => other.map_err(e("remount bind", what)),
+        other => other.map_err(e("remount bind", dest)),
     }
 }
 
@@ -246,9 +250,7 @@ fn mount_one(root: &OwnedFd, m: &MountPlan, plan: &Plan, tree: Option<&OwnedFd>)
         }
         let extra = bind_remount_flags(flags.bits());
         if extra != 0 {
-            // The first call ignores per-mount flags on a bind: remount the new mount itself.
-            let new = openat2_in_root(root, dest, libc::O_PATH).map_err(eio("reopen", dest))?;
-            remount_bind(&proc_fd(&new), MsFlags::from_bits_truncate(extra), dest)?;
+            remount_bind(root, dest, MsFlags::from_bits_truncate(extra))?;
         }
     } else {
         let target = ensure(root, dest, true).map_err(eio("create mount point", dest))?;
@@ -313,8 +315,7 @@ fn host_fallback(root: &OwnedFd, target: &OwnedFd, m: &MountPlan, flags: MsFlags
     })?;
     let extra = MsFlags::from_bits_truncate(bind_remount_flags(flags.bits()));
     if !extra.is_empty() {
-        let new = openat2_in_root(root, dest, libc::O_PATH).map_err(eio("reopen", dest))?;
-        remount_bind(&proc_fd(&new), extra, dest)?;
+        remount_bind(root, dest, extra)?;
     }
     Ok(())
 }
@@ -412,8 +413,7 @@ fn bind_ro(root: &OwnedFd, src: &str, dest: &str, per_mount: MsFlags) -> R<()> {
     )
     .map_err(|err| format!("bind mount {src} on {dest}: {err}"))?;
     if !per_mount.is_empty() {
-        let new = openat2_in_root(root, dest, libc::O_PATH).map_err(eio("reopen", dest))?;
-        remount_bind(&proc_fd(&new), per_mount, dest)?;
+        remount_bind(root, dest, per_mount)?;
     }
     Ok(())
 }
