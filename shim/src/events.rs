@@ -183,9 +183,6 @@ struct Forwarder {
 }
 
 const TIMEOUT: Duration = Duration::from_secs(5);
-/// ttrpc's header: length, stream id (both big-endian u32), type, flags.
-const HEADER: usize = 10;
-const RESPONSE: u8 = 2;
 
 impl Forwarder {
     fn connect(addr: &str) -> std::io::Result<Forwarder> {
@@ -213,10 +210,10 @@ impl Forwarder {
         frame.extend_from_slice(&body);
         self.sock.write_all(&frame).map_err(|e| e.to_string())?;
         loop {
-            let mut h = [0u8; HEADER];
+            let mut h = [0u8; ttrpc::proto::MESSAGE_HEADER_LENGTH];
             self.sock.read_exact(&mut h).map_err(|e| e.to_string())?;
-            let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
-            let stream = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+            let h = ttrpc::MessageHeader::from(h);
+            let len = h.length as usize;
             if len > 4 << 20 {
                 return Err(format!("response of {len} bytes"));
             }
@@ -224,7 +221,7 @@ impl Forwarder {
             self.sock
                 .read_exact(&mut payload)
                 .map_err(|e| e.to_string())?;
-            if stream != id || h[8] != RESPONSE {
+            if h.stream_id != id || h.type_ != ttrpc::proto::MESSAGE_TYPE_RESPONSE {
                 continue;
             }
             let resp = ttrpc::Response::parse_from_bytes(&payload).map_err(|e| e.to_string())?;

@@ -60,23 +60,35 @@ pub fn parse(any: Option<&Any>) -> Result<CrtOptions, String> {
     parse_table(&text)
 }
 
+/// A protobuf message's fields as (number, varint value, length-delimited bytes); other wire
+/// types are skipped. Both option messages crt reads are flat.
+fn fields(bytes: &[u8], kind: &str) -> Result<Vec<(u32, u64, Vec<u8>)>, String> {
+    let bad = |e| format!("runtime options: malformed {kind}: {e}");
+    let mut is = CodedInputStream::from_bytes(bytes);
+    let mut out = Vec::new();
+    while let Some(tag) = is.read_raw_tag_or_eof().map_err(bad)? {
+        let wt = WireType::new(tag & 7)
+            .ok_or_else(|| format!("runtime options: bad wire type in tag {tag:#x}"))?;
+        match wt {
+            WireType::Varint => out.push((tag >> 3, is.read_uint64().map_err(bad)?, Vec::new())),
+            WireType::LengthDelimited => out.push((tag >> 3, 0, is.read_bytes().map_err(bad)?)),
+            _ => is.skip_field(wt).map_err(bad)?,
+        }
+    }
+    Ok(out)
+}
+
 /// runtimeoptions.v1.Options: 1 type_url, 2 config_path, 3 config_body.
 fn decode(bytes: &[u8]) -> Result<(String, Vec<u8>), String> {
-    let bad = |e| format!("runtime options: malformed {RUNTIME_OPTIONS}: {e}");
-    let mut is = CodedInputStream::from_bytes(bytes);
     let (mut path, mut body) = (String::new(), Vec::new());
-    while let Some(tag) = is.read_raw_tag_or_eof().map_err(bad)? {
-        match tag {
-            0x0a => {
-                is.read_string().map_err(bad)?;
+    for (field, _, value) in fields(bytes, RUNTIME_OPTIONS)? {
+        match field {
+            2 => {
+                path = String::from_utf8(value)
+                    .map_err(|_| "runtime options: config_path is not UTF-8".to_string())?
             }
-            0x12 => path = is.read_string().map_err(bad)?,
-            0x1a => body = is.read_bytes().map_err(bad)?,
-            t => {
-                let wt = WireType::new(t & 7)
-                    .ok_or_else(|| format!("runtime options: bad wire type in tag {t:#x}"))?;
-                is.skip_field(wt).map_err(bad)?
-            }
+            3 => body = value,
+            _ => {}
         }
     }
     Ok((path, body))
@@ -120,23 +132,9 @@ const RUNC_V1_CREATE: RuncLayout = RuncLayout {
 /// without runc is honoured, runc's own paths are left aside with a log line, and what crt
 /// cannot do is an error.
 fn runc_options(bytes: &[u8], layout: &RuncLayout, kind: &str) -> Result<CrtOptions, String> {
-    let bad = |e| format!("runtime options: malformed {kind}: {e}");
-    let mut is = CodedInputStream::from_bytes(bytes);
     let mut o = CrtOptions::default();
     let (mut uid, mut gid) = (0u32, 0u32);
-    while let Some(tag) = is.read_raw_tag_or_eof().map_err(bad)? {
-        let (field, wire) = (tag >> 3, tag & 7);
-        let wt = WireType::new(wire)
-            .ok_or_else(|| format!("runtime options: bad wire type in tag {tag:#x}"))?;
-        // Every field's value, read whatever its use: varints as numbers, the rest as bytes.
-        let (num, bytes) = match wt {
-            WireType::Varint => (is.read_uint64().map_err(bad)?, Vec::new()),
-            WireType::LengthDelimited => (0, is.read_bytes().map_err(bad)?),
-            _ => {
-                is.skip_field(wt).map_err(bad)?;
-                continue;
-            }
-        };
+    for (field, num, bytes) in fields(bytes, kind)? {
         let set = num != 0 || !bytes.is_empty();
         let text = String::from_utf8_lossy(&bytes).to_string();
         if field == layout.no_pivot_root && set {

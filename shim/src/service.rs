@@ -305,6 +305,15 @@ fn open_stdio(
     }
 }
 
+/// runc's IoUid/IoGid: the container's stdio pipes and fifos become theirs.
+fn own_stdio(io: &Stdio, owner: Option<(u32, u32)>, what: &str) -> ttrpc::Result<()> {
+    let Some((uid, gid)) = owner else {
+        return Ok(());
+    };
+    io.chown_child(uid, gid)
+        .map_err(|e| status(Code::UNKNOWN, format!("crt: {what}: IoUid/IoGid: {e}")))
+}
+
 /// The containerd namespace of a request, as containerd sends it in the ttrpc metadata.
 fn request_namespace(ctx: &TtrpcContext) -> Option<String> {
     ctx.metadata
@@ -423,11 +432,7 @@ impl Task for Service {
         };
         let mut io = open_stdio(req.terminal, [&req.stdin, &req.stdout, &req.stderr], &owner)
             .map_err(|e| status(Code::UNKNOWN, format!("crt: create {id}: stdio: {e}")))?;
-        if let Some((uid, gid)) = opts.io_owner {
-            io.chown_child(uid, gid).map_err(|e| {
-                status(Code::UNKNOWN, format!("crt: create {id}: IoUid/IoGid: {e}"))
-            })?;
-        }
+        own_stdio(&io, opts.io_owner, &format!("create {id}"))?;
         let log_line = |l: &str| log::info!("container {id}: {l}");
         let created = {
             let fds = io
@@ -734,14 +739,7 @@ impl Task for Service {
             found
         };
         let spawned = (|| {
-            if let Some((uid, gid)) = io_owner {
-                io.chown_child(uid, gid).map_err(|e| {
-                    status(
-                        Code::UNKNOWN,
-                        format!("crt: exec {exec_id}: IoUid/IoGid: {e}"),
-                    )
-                })?;
-            }
+            own_stdio(&io, io_owner, &format!("exec {exec_id}"))?;
             let log_line = |l: &str| log::info!("container {id} exec {exec_id}: {l}");
             let fds = io
                 .child_fds()
