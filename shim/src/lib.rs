@@ -10,6 +10,7 @@ mod metrics;
 mod oom;
 mod options;
 pub mod protocol;
+mod server;
 mod service;
 
 /// Everything `main` does for a shim invocation; returns the process exit code.

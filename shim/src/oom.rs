@@ -1,9 +1,9 @@
-//! One thread watches every container's OOM fd (from the runtime) with epoll, so a process the
+//! One epoll (polled by the server's loop) watches every container's OOM fd from the runtime, so a process the
 //! OOM killer takes while its container runs on is reported at once with TaskOOM (CRI and
 //! Docker count these), not only when the init exits.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -43,10 +43,15 @@ impl OomWatcher {
         }
     }
 
-    /// Block until OOM activity; the containers it concerns (their fds read empty).
-    pub fn wait(&self) -> Vec<String> {
+    /// The epoll fd, readable when some container has OOM activity.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.epoll.0.as_fd()
+    }
+
+    /// The containers with OOM activity now (their fds read empty).
+    pub fn ready(&self) -> Vec<String> {
         let mut events = [EpollEvent::empty(); 16];
-        let n = match self.epoll.wait(&mut events, EpollTimeout::NONE) {
+        let n = match self.epoll.wait(&mut events, EpollTimeout::ZERO) {
             Ok(n) => n,
             Err(_) => return Vec::new(),
         };
@@ -100,9 +105,10 @@ mod tests {
         let one: u64 = 1;
         // SAFETY: 8-byte writes to our eventfds.
         unsafe { libc::write(b_raw, (&one as *const u64).cast(), 8) };
-        assert_eq!(w.wait(), vec!["b".to_string()]);
+        assert_eq!(w.ready(), vec!["b".to_string()]);
         w.remove(tb);
         unsafe { libc::write(a_raw, (&one as *const u64).cast(), 8) };
-        assert_eq!(w.wait(), vec!["a".to_string()]);
+        assert_eq!(w.ready(), vec!["a".to_string()]);
+        assert!(w.ready().is_empty());
     }
 }

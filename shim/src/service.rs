@@ -1,5 +1,5 @@
 //! The Task service: containerd's calls mapped onto the runtime, one table of containers, and
-//! exits recorded by the single reaper (`reaper.rs`).
+//! exits recorded by the single reaper (the server loop's signalfd, `server.rs`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -17,16 +17,16 @@ use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::protobuf::{Message, MessageField};
 use containerd_shim_protos::shim::oci::ProcessDetails;
-use containerd_shim_protos::Task;
 use crt_runtime::{Container, CreateOpts, RootfsMount, RuntimeError};
 use nix::sys::signal::Signal;
-use ttrpc::{Code, TtrpcContext};
+use ttrpc::Code;
 
 use crate::events::{now, Publisher};
 use crate::io::{Owner, Stdio};
 use crate::oom::OomWatcher;
+use crate::server::Reply;
 
-fn status(code: Code, msg: impl Into<String>) -> ttrpc::Error {
+pub(crate) fn status(code: Code, msg: impl Into<String>) -> ttrpc::Error {
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, msg.into()))
 }
 
@@ -133,6 +133,46 @@ struct Table {
     unclaimed: HashMap<i32, (u32, Timestamp)>,
     /// Execs being spawned, outside the lock: (container id, exec id).
     creating: std::collections::HashSet<(String, String)>,
+    /// Waits for processes still running: (container id, exec id, where the answer goes).
+    waiters: Vec<(String, String, Reply)>,
+}
+
+fn wait_response((code, at): (u32, Timestamp)) -> ttrpc::Result<Vec<u8>> {
+    crate::server::encode(&WaitResponse {
+        exit_status: code,
+        exited_at: MessageField::some(at),
+        ..Default::default()
+    })
+}
+
+impl Table {
+    /// Answer the waits whose process has exited, or is gone (deleted unstarted).
+    fn answer_waiters(&mut self) {
+        if self.waiters.is_empty() {
+            return;
+        }
+        let procs = &self.procs;
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiters)
+            .into_iter()
+            .partition(|(id, exec_id, _)| {
+                procs
+                    .get(id)
+                    .and_then(|p| p.process(id, exec_id).ok())
+                    .is_none_or(|pr| pr.exit.is_some())
+            });
+        self.waiters = waiting;
+        for (id, exec_id, reply) in done {
+            let res = procs
+                .get(&id)
+                .ok_or_else(|| not_found(&id))
+                .and_then(|p| p.process(&id, &exec_id).map(|pr| pr.exit.clone()));
+            match res {
+                Ok(Some(exit)) => reply.send(wait_response(exit)),
+                Ok(None) => {}
+                Err(e) => reply.send(Err(e)),
+            }
+        }
+    }
 }
 
 pub struct Service {
@@ -159,24 +199,41 @@ impl Service {
         }
     }
 
-    /// The OOM watcher's loop (its own thread): TaskOOM as soon as the kernel kills.
-    pub fn watch_oom(&self) {
+    /// The OOM watcher's epoll, for the server's loop.
+    pub fn oom_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.oom.as_ref().map(|w| w.fd())
+    }
+
+    /// OOM activity in some containers: TaskOOM as soon as the kernel has killed.
+    pub fn on_oom_activity(self: &std::sync::Arc<Self>) {
         let Some(w) = &self.oom else { return };
-        loop {
-            for id in w.wait() {
-                log::debug!("container {id}: OOM activity");
-                // The kernel signals before its OOM killer picks a victim: give the kill
-                // counter a moment to move (nothing moves it if no process is killed).
-                for _ in 0..50 {
-                    let mut t = self.lock();
-                    let Some(p) = t.procs.get_mut(&id) else { break };
-                    if self.report_oom(&id, p) {
-                        break;
-                    }
-                    drop(t);
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
+        for id in w.ready() {
+            log::debug!("container {id}: OOM activity");
+            if self.try_report_oom(&id) {
+                continue;
             }
+            // The kernel signals before its OOM killer picks a victim: give the kill counter
+            // a moment to move (nothing moves it if no process is killed), off the loop.
+            let svc = self.clone();
+            let _ = std::thread::Builder::new()
+                .name("oom".into())
+                .spawn(move || {
+                    for _ in 0..50 {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        if svc.try_report_oom(&id) {
+                            break;
+                        }
+                    }
+                });
+        }
+    }
+
+    /// True when reported, or when there is nothing left to report on.
+    fn try_report_oom(&self, id: &str) -> bool {
+        let mut t = self.lock();
+        match t.procs.get_mut(id) {
+            Some(p) => self.report_oom(id, p),
+            None => true,
         }
     }
 
@@ -205,40 +262,46 @@ impl Service {
         let at = now();
         let mut guard = self.lock();
         let t = &mut *guard;
-        for (id, p) in t.procs.iter_mut() {
-            let ours = p.init.pid == pid || p.execs.values().any(|e| e.proc.pid == pid);
-            if ours {
-                self.report_oom(id, p);
-            }
-            if let Some((exec_id, e)) = t_exec(p, pid) {
-                log::debug!("container {id}: exec {exec_id} ({pid}) exited with {code}");
-                e.proc.exit = Some((code, at.clone()));
-                e.proc.status = Status::STOPPED;
-                self.events.exit(id, &exec_id, pid as u32, code, &at);
-                if let Some(pending) = p.pending_exit.take() {
+        let claimed = 'found: {
+            for (id, p) in t.procs.iter_mut() {
+                let ours = p.init.pid == pid || p.execs.values().any(|e| e.proc.pid == pid);
+                if ours {
+                    self.report_oom(id, p);
+                }
+                if let Some((exec_id, e)) = t_exec(p, pid) {
+                    log::debug!("container {id}: exec {exec_id} ({pid}) exited with {code}");
+                    e.proc.exit = Some((code, at.clone()));
+                    e.proc.status = Status::STOPPED;
+                    self.events.exit(id, &exec_id, pid as u32, code, &at);
+                    if let Some(pending) = p.pending_exit.take() {
+                        if p.execs.values().any(|e| e.proc.running()) {
+                            p.pending_exit = Some(pending);
+                        } else {
+                            self.init_exited(id, p, pending);
+                        }
+                    }
+                    break 'found true;
+                }
+                if p.init.pid == pid && p.init.exit.is_none() && p.pending_exit.is_none() {
+                    log::debug!("container {id}: init {pid} exited with {code}");
                     if p.execs.values().any(|e| e.proc.running()) {
-                        p.pending_exit = Some(pending);
+                        // Execs outlive the init only outside a private pid namespace: end them.
+                        if let Some(c) = &p.container {
+                            let _ = c.kill(Signal::SIGKILL, true);
+                        }
+                        p.pending_exit = Some((code, at.clone()));
                     } else {
-                        self.init_exited(id, p, pending);
+                        self.init_exited(id, p, (code, at.clone()));
                     }
+                    break 'found true;
                 }
-                self.exited.notify_all();
-                return;
             }
-            if p.init.pid == pid && p.init.exit.is_none() && p.pending_exit.is_none() {
-                log::debug!("container {id}: init {pid} exited with {code}");
-                if p.execs.values().any(|e| e.proc.running()) {
-                    // Execs outlive the init only outside a private pid namespace: end them.
-                    if let Some(c) = &p.container {
-                        let _ = c.kill(Signal::SIGKILL, true);
-                    }
-                    p.pending_exit = Some((code, at));
-                } else {
-                    self.init_exited(id, p, (code, at));
-                }
-                self.exited.notify_all();
-                return;
-            }
+            false
+        };
+        if claimed {
+            self.exited.notify_all();
+            t.answer_waiters();
+            return;
         }
         if t.unclaimed.len() > 1024 {
             t.unclaimed.clear();
@@ -314,12 +377,10 @@ fn own_stdio(io: &Stdio, owner: Option<(u32, u32)>, what: &str) -> ttrpc::Result
         .map_err(|e| status(Code::UNKNOWN, format!("crt: {what}: IoUid/IoGid: {e}")))
 }
 
-/// The containerd namespace of a request, as containerd sends it in the ttrpc metadata.
-fn request_namespace(ctx: &TtrpcContext) -> Option<String> {
-    ctx.metadata
-        .get("containerd-namespace-ttrpc")
-        .and_then(|v| v.first())
-        .cloned()
+/// What a call carries besides its message.
+pub struct Ctx {
+    /// The containerd namespace, from the ttrpc metadata.
+    pub namespace: Option<String>,
 }
 
 /// The request's `terminal` and the process spec's `terminal` must agree: a pty nobody copies,
@@ -394,12 +455,9 @@ fn t_exec(p: &mut Proc, pid: i32) -> Option<(String, &mut ExecProc)> {
         .map(|(k, e)| (k.clone(), e))
 }
 
-impl Task for Service {
-    fn create(
-        &self,
-        ctx: &TtrpcContext,
-        req: CreateTaskRequest,
-    ) -> ttrpc::Result<CreateTaskResponse> {
+/// The Task API, one method per call (`server.rs` decodes and dispatches).
+impl Service {
+    pub fn create(&self, ctx: &Ctx, req: CreateTaskRequest) -> ttrpc::Result<CreateTaskResponse> {
         let id = req.id.clone();
         if self.lock().procs.contains_key(&id) {
             return Err(status(
@@ -425,7 +483,10 @@ impl Task for Service {
                 options: m.options.clone(),
             })
             .collect();
-        let ns = request_namespace(ctx).unwrap_or_else(|| self.namespace.clone());
+        let ns = ctx
+            .namespace
+            .clone()
+            .unwrap_or_else(|| self.namespace.clone());
         let owner = Owner {
             id: &id,
             namespace: &ns,
@@ -490,7 +551,7 @@ impl Task for Service {
         })
     }
 
-    fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> ttrpc::Result<StartResponse> {
+    pub fn start(&self, _ctx: &Ctx, req: StartRequest) -> ttrpc::Result<StartResponse> {
         // Held across the start so the reaper cannot publish this process's exit before its
         // start event.
         let mut t = self.lock();
@@ -545,7 +606,7 @@ impl Task for Service {
         })
     }
 
-    fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> ttrpc::Result<StateResponse> {
+    pub fn state(&self, _ctx: &Ctx, req: StateRequest) -> ttrpc::Result<StateResponse> {
         let t = self.lock();
         let p = t.procs.get(&req.id).ok_or_else(|| not_found(&req.id))?;
         let pr = p.process(&req.id, &req.exec_id)?;
@@ -572,16 +633,22 @@ impl Task for Service {
         Ok(r)
     }
 
-    fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> ttrpc::Result<WaitResponse> {
-        let (_t, code, at) = self.wait_exit(self.lock(), &req.id, &req.exec_id)?;
-        Ok(WaitResponse {
-            exit_status: code,
-            exited_at: MessageField::some(at),
-            ..Default::default()
-        })
+    /// Answered at once when the process has exited, else by the reaper when it does.
+    pub fn wait(&self, req: WaitRequest, reply: Reply) {
+        let mut t = self.lock();
+        let found = t
+            .procs
+            .get(&req.id)
+            .ok_or_else(|| not_found(&req.id))
+            .and_then(|p| p.process(&req.id, &req.exec_id).map(|pr| pr.exit.clone()));
+        match found {
+            Ok(None) => t.waiters.push((req.id, req.exec_id, reply)),
+            Ok(Some(exit)) => reply.send(wait_response(exit)),
+            Err(e) => reply.send(Err(e)),
+        }
     }
 
-    fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> ttrpc::Result<Empty> {
+    pub fn kill(&self, _ctx: &Ctx, req: KillRequest) -> ttrpc::Result<Empty> {
         let sig = Signal::try_from(req.signal as i32).map_err(|_| {
             status(
                 Code::INVALID_ARGUMENT,
@@ -627,7 +694,7 @@ impl Task for Service {
         }
     }
 
-    fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
+    pub fn delete(&self, _ctx: &Ctx, req: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
         let mut t = self.lock();
         let p = t.procs.get_mut(&req.id).ok_or_else(|| not_found(&req.id))?;
         if !req.exec_id.is_empty() {
@@ -645,6 +712,7 @@ impl Task for Service {
                 .execs
                 .remove(&req.exec_id)
                 .ok_or_else(|| exec_not_found(&req.id, &req.exec_id))?;
+            t.answer_waiters();
             drop(t);
             let mut e = e;
             e.proc.io.wait_output(OUTPUT_DRAIN);
@@ -678,6 +746,7 @@ impl Task for Service {
         let Some(mut p) = t.procs.remove(&req.id) else {
             return Err(not_found(&req.id));
         };
+        t.answer_waiters();
         drop(t);
         if let (Some(w), Some(token)) = (&self.oom, p.oom_watch.take()) {
             w.remove(token);
@@ -697,7 +766,7 @@ impl Task for Service {
         })
     }
 
-    fn exec(&self, ctx: &TtrpcContext, req: ExecProcessRequest) -> ttrpc::Result<Empty> {
+    pub fn exec(&self, ctx: &Ctx, req: ExecProcessRequest) -> ttrpc::Result<Empty> {
         let (id, exec_id) = (req.id.clone(), req.exec_id.clone());
         let json = req
             .spec
@@ -705,7 +774,10 @@ impl Task for Service {
             .map(|a| a.value.clone())
             .unwrap_or_default();
         let plan = crt_runtime::spec::exec_plan(&json).map_err(|e| runtime_err("exec", e))?;
-        let ns = request_namespace(ctx).unwrap_or_else(|| self.namespace.clone());
+        let ns = ctx
+            .namespace
+            .clone()
+            .unwrap_or_else(|| self.namespace.clone());
         let owner = Owner {
             id: &id,
             namespace: &ns,
@@ -781,7 +853,7 @@ impl Task for Service {
         Ok(Empty::new())
     }
 
-    fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> ttrpc::Result<PidsResponse> {
+    pub fn pids(&self, _ctx: &Ctx, req: PidsRequest) -> ttrpc::Result<PidsResponse> {
         let t = self.lock();
         let p = t.procs.get(&req.id).ok_or_else(|| not_found(&req.id))?;
         let c = p.container(&req.id)?;
@@ -814,7 +886,7 @@ impl Task for Service {
         })
     }
 
-    fn close_io(&self, _ctx: &TtrpcContext, req: CloseIORequest) -> ttrpc::Result<Empty> {
+    pub fn close_io(&self, _ctx: &Ctx, req: CloseIORequest) -> ttrpc::Result<Empty> {
         let mut t = self.lock();
         let p = t.procs.get_mut(&req.id).ok_or_else(|| not_found(&req.id))?;
         let pr = p.process_mut(&req.id, &req.exec_id)?;
@@ -824,7 +896,7 @@ impl Task for Service {
         Ok(Empty::new())
     }
 
-    fn connect(&self, _ctx: &TtrpcContext, req: ConnectRequest) -> ttrpc::Result<ConnectResponse> {
+    pub fn connect(&self, _ctx: &Ctx, req: ConnectRequest) -> ttrpc::Result<ConnectResponse> {
         let t = self.lock();
         let task_pid = t.procs.get(&req.id).map(|p| p.init.pid as u32).unwrap_or(0);
         Ok(ConnectResponse {
@@ -835,7 +907,7 @@ impl Task for Service {
         })
     }
 
-    fn shutdown(&self, _ctx: &TtrpcContext, _req: ShutdownRequest) -> ttrpc::Result<Empty> {
+    pub fn shutdown(&self, _ctx: &Ctx, _req: ShutdownRequest) -> ttrpc::Result<Empty> {
         let t = self.lock();
         if !t.procs.is_empty() {
             // containerd sends Shutdown after every Delete; a shim serving others stays.
@@ -852,24 +924,24 @@ impl Task for Service {
         Ok(Empty::new())
     }
 
-    fn pause(&self, _ctx: &TtrpcContext, req: PauseRequest) -> ttrpc::Result<Empty> {
+    pub fn pause(&self, _ctx: &Ctx, req: PauseRequest) -> ttrpc::Result<Empty> {
         self.set_frozen(&req.id, true)
     }
 
-    fn resume(&self, _ctx: &TtrpcContext, req: ResumeRequest) -> ttrpc::Result<Empty> {
+    pub fn resume(&self, _ctx: &Ctx, req: ResumeRequest) -> ttrpc::Result<Empty> {
         self.set_frozen(&req.id, false)
     }
 
-    fn checkpoint(
+    pub fn checkpoint(
         &self,
-        _ctx: &TtrpcContext,
+        _ctx: &Ctx,
         _r: containerd_shim_protos::api::CheckpointTaskRequest,
     ) -> ttrpc::Result<Empty> {
         no_criu("checkpoint")
     }
-    fn resize_pty(
+    pub fn resize_pty(
         &self,
-        _ctx: &TtrpcContext,
+        _ctx: &Ctx,
         req: containerd_shim_protos::api::ResizePtyRequest,
     ) -> ttrpc::Result<Empty> {
         let t = self.lock();
@@ -883,7 +955,7 @@ impl Task for Service {
         }
         Ok(Empty::new())
     }
-    fn update(&self, _ctx: &TtrpcContext, req: UpdateTaskRequest) -> ttrpc::Result<Empty> {
+    pub fn update(&self, _ctx: &Ctx, req: UpdateTaskRequest) -> ttrpc::Result<Empty> {
         let json = req
             .resources
             .as_ref()
@@ -910,7 +982,7 @@ impl Task for Service {
         Ok(Empty::new())
     }
 
-    fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> ttrpc::Result<StatsResponse> {
+    pub fn stats(&self, _ctx: &Ctx, req: StatsRequest) -> ttrpc::Result<StatsResponse> {
         let t = self.lock();
         let p = t.procs.get(&req.id).ok_or_else(|| not_found(&req.id))?;
         let c = p.container(&req.id)?;

@@ -10,7 +10,8 @@ crt_e2e::scenarios!(
     exec_errors,
     exec_concurrent_20,
     exec_dies_with_init,
-    exec_leaves_no_shim_fds
+    exec_leaves_no_shim_fds,
+    exec_waits_hold_no_threads
 );
 
 fn exec(c: &Containerd, id: &str, exec_id: &str, args: &[&str]) -> crt_e2e::cmd::Output {
@@ -198,5 +199,66 @@ fn exec_leaves_no_shim_fds(c: &Containerd) {
         fd_count(shim)
     );
     c.kill_and_remove(&id);
+    assert_no_leaks(c, &[&id]);
+}
+
+fn thread_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// crt's shim serves every connection from one loop: idle it has at most 3 threads, and 10
+/// execs blocked in Wait (containerd waits on each) add none. (runc's shim: 11 or more.)
+fn exec_waits_hold_no_threads(c: &Containerd) {
+    let id = c.new_id("execthr");
+    let pid = c.run_detached(&[], &id, &["sleep", "1000"]);
+    let shim = c.shim_pid_for(&id, pid).expect("shim of the container");
+    let lean = |what: &str| {
+        // A call's thread ends just after its reply: give it a moment.
+        let n = crt_e2e::poll(secs(10), || {
+            let n = thread_count(shim);
+            (n <= 3).then_some(n)
+        });
+        if !c.is_runc() {
+            assert!(
+                n.is_some(),
+                "shim {shim} has {} threads {what}",
+                thread_count(shim)
+            );
+        }
+    };
+    lean("idle");
+    let runs: Vec<Background> = (0..10)
+        .map(|i| {
+            let eid = format!("w{i}");
+            Background::spawn(c.ctr_command(&[
+                "task",
+                "exec",
+                "--exec-id",
+                &eid,
+                &id,
+                "sh",
+                "-c",
+                "echo UP; exec sleep 30",
+            ]))
+        })
+        .collect();
+    let runs: Vec<Background> = runs
+        .into_iter()
+        .map(|mut bg| {
+            bg.wait_for_line("UP", secs(60));
+            bg
+        })
+        .collect();
+    lean("with 10 execs waited on");
+    c.ctr(&["task", "kill", "-s", "SIGKILL", &id]).assert_ok();
+    for bg in runs {
+        let out = bg.wait(secs(60));
+        assert_eq!(out.code, Some(137), "exec ends with the init:\n{out}");
+    }
+    c.wait_task_status(&id, "STOPPED");
+    c.ctr(&["task", "delete", &id]).assert_ok();
+    c.ctr(&["containers", "rm", &id]).assert_ok();
     assert_no_leaks(c, &[&id]);
 }

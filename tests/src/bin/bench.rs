@@ -185,9 +185,14 @@ fn main() {
     };
     let c = Containerd::start_v1_view(version);
     if std::env::var("BENCH_ONLY").as_deref() == Ok("alone") {
-        for (n, v) in shim_alone(&c, runs) {
+        for (n, v, p) in shim_alone(&c, runs) {
             let (m, lo, hi) = stats(v);
-            println!("{n}: {m:.1} ms ({lo:.1}-{hi:.1})");
+            let phases = if p.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", phase_medians(&p))
+            };
+            println!("{n}: {m:.1} ms ({lo:.1}-{hi:.1}){phases}");
         }
         return;
     }
@@ -243,6 +248,13 @@ fn main() {
         .collect();
     std::thread::sleep(Duration::from_secs(1));
     for (i, (_, shim)) in targets.iter().enumerate() {
+        // Where an idle shim's memory goes, mapping by mapping, for whoever digs further.
+        if let Ok(smaps) = std::fs::read_to_string(format!("/proc/{shim}/smaps")) {
+            let out = crt_e2e::image::repo_root()
+                .join("target")
+                .join(format!("shim-idle-smaps-{}.txt", rts[i].name));
+            let _ = std::fs::write(out, smaps);
+        }
         res[i].idle = (
             proc_field(*shim, "status", "VmRSS"),
             proc_field(*shim, "smaps_rollup", "Pss"),
@@ -311,16 +323,22 @@ fn main() {
          (p10-p90): {}\n",
         alone
             .iter()
-            .map(|(n, v)| {
+            .map(|(n, v, _)| {
                 let (m, lo, hi) = stats(v.clone());
                 format!("{n} {m:.1} ({lo:.1}-{hi:.1})")
             })
             .collect::<Vec<_>>()
             .join("; ")
     ));
+    for (n, _, p) in alone.iter().filter(|(_, _, p)| !p.is_empty()) {
+        table.push_str(&format!(
+            "- {n}, per phase (median ms): {}\n",
+            phase_medians(p)
+        ));
+    }
     json["shim_alone"] = json!(alone
         .iter()
-        .map(|(n, v)| {
+        .map(|(n, v, _)| {
             let (m, lo, hi) = stats(v.clone());
             json!({"name": n, "median_ms": m, "p10_ms": lo, "p90_ms": hi})
         })
@@ -368,7 +386,7 @@ fn drive_shim(
     shim: &std::path::Path,
     options: Option<Any>,
     id: &str,
-) -> Result<Duration, String> {
+) -> Result<(Duration, Phases), String> {
     use containerd_shim_protos::api::{
         CreateTaskRequest, CreateTaskResponse, DeleteRequest, DeleteResponse, Empty,
         ShutdownRequest, StartRequest, StartResponse, WaitRequest, WaitResponse,
@@ -444,34 +462,48 @@ fn drive_shim(
         options: options.into(),
         ..Default::default()
     };
-    let run = || -> Result<(), String> {
+    let mut phases = [t.elapsed(); 5];
+    let mut mark = |i: usize| phases[i] = t.elapsed();
+    let mut run = || -> Result<(), String> {
         call_on::<_, CreateTaskResponse>(services, &socket, ns, "Create", &create)?;
+        mark(1);
         let start = StartRequest {
             id: id.into(),
             ..Default::default()
         };
         call_on::<_, StartResponse>(services, &socket, ns, "Start", &start)?;
+        mark(2);
         let wait = WaitRequest {
             id: id.into(),
             ..Default::default()
         };
         call_on::<_, WaitResponse>(services, &socket, ns, "Wait", &wait)?;
+        mark(3);
         let del = DeleteRequest {
             id: id.into(),
             ..Default::default()
         };
         call_on::<_, DeleteResponse>(services, &socket, ns, "Delete", &del)?;
+        mark(4);
         Ok(())
     };
     let res = run();
     let took = t.elapsed();
+    // Each phase's own time, from the marks' running times.
+    for i in (1..5).rev() {
+        phases[i] = phases[i].saturating_sub(phases[i - 1]);
+    }
     let shutdown = ShutdownRequest {
         id: id.into(),
         ..Default::default()
     };
     let _ = call_on::<_, Empty>(services, &socket, ns, "Shutdown", &shutdown);
-    res.map(|()| took)
+    res.map(|()| (took, phases))
 }
+
+/// `start`, Create, Start, Wait and Delete of one driven run.
+type Phases = [Duration; 5];
+const PHASES: [&str; 5] = ["start", "Create", "Start", "Wait", "Delete"];
 
 /// The floor under any runtime: fork, new namespaces, pivot_root into a prepared rootfs and
 /// exec of `true`, waited for.
@@ -518,7 +550,7 @@ fn syscall_floor(rootfs: &std::path::Path) -> Result<Duration, String> {
 
 /// The shim alone, `runs` times each, interleaved: crt, runc's shim with runc and with crun,
 /// and the syscall floor.
-fn shim_alone(c: &Containerd, runs: usize) -> Vec<(String, Vec<Duration>)> {
+fn shim_alone(c: &Containerd, runs: usize) -> Vec<(String, Vec<Duration>, Vec<Phases>)> {
     let state = |n: &str| {
         c.state_dir()
             .join(format!("alone-{n}"))
@@ -543,10 +575,14 @@ fn shim_alone(c: &Containerd, runs: usize) -> Vec<(String, Vec<Duration>)> {
     }
     let rootfs = c.harness_dir().join("floor-rootfs");
     crt_e2e::image::make_rootfs(&rootfs);
-    let mut out: Vec<(String, Vec<Duration>)> = shims
+    let mut out: Vec<(String, Vec<Duration>, Vec<Phases>)> = shims
         .iter()
-        .map(|(n, _, _)| (n.clone(), Vec::new()))
-        .chain(std::iter::once(("floor".to_string(), Vec::new())))
+        .map(|(n, _, _)| (n.clone(), Vec::new(), Vec::new()))
+        .chain(std::iter::once((
+            "floor".to_string(),
+            Vec::new(),
+            Vec::new(),
+        )))
         .collect();
     let mut failed = vec![false; shims.len()];
     for _ in 0..runs {
@@ -556,7 +592,10 @@ fn shim_alone(c: &Containerd, runs: usize) -> Vec<(String, Vec<Duration>)> {
             }
             let id = c.new_id(&format!("alone{name}"));
             match drive_shim(c, bin, opts.clone(), &id) {
-                Ok(d) => out[i].1.push(d),
+                Ok((d, p)) => {
+                    out[i].1.push(d);
+                    out[i].2.push(p);
+                }
                 Err(e) => {
                     eprintln!("bench: the shim alone, {name}: {e}");
                     failed[i] = true;
@@ -568,8 +607,21 @@ fn shim_alone(c: &Containerd, runs: usize) -> Vec<(String, Vec<Duration>)> {
             Err(e) => eprintln!("bench: {e}"),
         }
     }
-    out.retain(|(_, v)| !v.is_empty());
+    out.retain(|(_, v, _)| !v.is_empty());
     out
+}
+
+/// Median of each phase, in ms: where a shim's time goes.
+fn phase_medians(p: &[Phases]) -> String {
+    PHASES
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let (m, _, _) = stats(p.iter().map(|x| x[i]).collect());
+            format!("{n} {m:.1}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The pod case: one CRI pod with `n` containers per handler (crt, runc), and the RSS and
