@@ -143,10 +143,15 @@ fn exec_dies_with_init(c: &Containerd) {
     assert_no_leaks(c, &[&id]);
 }
 
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
+/// Entries of /proc/PID/`dir`: its fds (`fd`) or threads (`task`).
+fn proc_count(pid: u32, dir: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/{dir}"))
         .map(|d| d.count())
         .unwrap_or(0)
+}
+
+fn fd_count(pid: u32) -> usize {
+    proc_count(pid, "fd")
 }
 
 /// A long-lived shim keeps no fd (fifo, pty, socket, pipe) of an exec once it is deleted, with
@@ -203,9 +208,7 @@ fn exec_leaves_no_shim_fds(c: &Containerd) {
 }
 
 fn thread_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|d| d.count())
-        .unwrap_or(0)
+    proc_count(pid, "task")
 }
 
 /// crt's shim serves every connection from one loop: idle it has at most 3 threads, and 10
