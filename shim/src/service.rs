@@ -146,29 +146,18 @@ fn wait_response((code, at): (u32, Timestamp)) -> ttrpc::Result<Vec<u8>> {
 }
 
 impl Table {
+    /// The exit of a container's init (empty `exec_id`) or exec; None while it runs.
+    fn exit_of(&self, id: &str, exec_id: &str) -> ttrpc::Result<Option<(u32, Timestamp)>> {
+        let p = self.procs.get(id).ok_or_else(|| not_found(id))?;
+        Ok(p.process(id, exec_id)?.exit.clone())
+    }
+
     /// Answer the waits whose process has exited, or is gone (deleted unstarted).
     fn answer_waiters(&mut self) {
-        if self.waiters.is_empty() {
-            return;
-        }
-        let procs = &self.procs;
-        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiters)
-            .into_iter()
-            .partition(|(id, exec_id, _)| {
-                procs
-                    .get(id)
-                    .and_then(|p| p.process(id, exec_id).ok())
-                    .is_none_or(|pr| pr.exit.is_some())
-            });
-        self.waiters = waiting;
-        for (id, exec_id, reply) in done {
-            let res = procs
-                .get(&id)
-                .ok_or_else(|| not_found(&id))
-                .and_then(|p| p.process(&id, &exec_id).map(|pr| pr.exit.clone()));
-            match res {
+        for (id, exec_id, reply) in std::mem::take(&mut self.waiters) {
+            match self.exit_of(&id, &exec_id) {
+                Ok(None) => self.waiters.push((id, exec_id, reply)),
                 Ok(Some(exit)) => reply.send(wait_response(exit)),
-                Ok(None) => {}
                 Err(e) => reply.send(Err(e)),
             }
         }
@@ -262,43 +251,10 @@ impl Service {
         let at = now();
         let mut guard = self.lock();
         let t = &mut *guard;
-        let claimed = 'found: {
-            for (id, p) in t.procs.iter_mut() {
-                let ours = p.init.pid == pid || p.execs.values().any(|e| e.proc.pid == pid);
-                if ours {
-                    self.report_oom(id, p);
-                }
-                if let Some((exec_id, e)) = t_exec(p, pid) {
-                    log::debug!("container {id}: exec {exec_id} ({pid}) exited with {code}");
-                    e.proc.exit = Some((code, at.clone()));
-                    e.proc.status = Status::STOPPED;
-                    self.events.exit(id, &exec_id, pid as u32, code, &at);
-                    if let Some(pending) = p.pending_exit.take() {
-                        if p.execs.values().any(|e| e.proc.running()) {
-                            p.pending_exit = Some(pending);
-                        } else {
-                            self.init_exited(id, p, pending);
-                        }
-                    }
-                    break 'found true;
-                }
-                if p.init.pid == pid && p.init.exit.is_none() && p.pending_exit.is_none() {
-                    log::debug!("container {id}: init {pid} exited with {code}");
-                    if p.execs.values().any(|e| e.proc.running()) {
-                        // Execs outlive the init only outside a private pid namespace: end them.
-                        if let Some(c) = &p.container {
-                            let _ = c.kill(Signal::SIGKILL, true);
-                        }
-                        p.pending_exit = Some((code, at.clone()));
-                    } else {
-                        self.init_exited(id, p, (code, at.clone()));
-                    }
-                    break 'found true;
-                }
-            }
-            false
-        };
-        if claimed {
+        if t.procs
+            .iter_mut()
+            .any(|(id, p)| self.claim_exit(id, p, pid, code, &at))
+        {
             self.exited.notify_all();
             t.answer_waiters();
             return;
@@ -307,6 +263,42 @@ impl Service {
             t.unclaimed.clear();
         }
         t.unclaimed.insert(pid, (code, at));
+    }
+
+    /// Record `pid`'s exit if it is this container's init or one of its execs.
+    fn claim_exit(&self, id: &str, p: &mut Proc, pid: i32, code: u32, at: &Timestamp) -> bool {
+        let ours = p.init.pid == pid || p.execs.values().any(|e| e.proc.pid == pid);
+        if ours {
+            self.report_oom(id, p);
+        }
+        if let Some((exec_id, e)) = t_exec(p, pid) {
+            log::debug!("container {id}: exec {exec_id} ({pid}) exited with {code}");
+            e.proc.exit = Some((code, at.clone()));
+            e.proc.status = Status::STOPPED;
+            self.events.exit(id, &exec_id, pid as u32, code, at);
+            if let Some(pending) = p.pending_exit.take() {
+                if p.execs.values().any(|e| e.proc.running()) {
+                    p.pending_exit = Some(pending);
+                } else {
+                    self.init_exited(id, p, pending);
+                }
+            }
+            return true;
+        }
+        if p.init.pid == pid && p.init.exit.is_none() && p.pending_exit.is_none() {
+            log::debug!("container {id}: init {pid} exited with {code}");
+            if p.execs.values().any(|e| e.proc.running()) {
+                // Execs outlive the init only outside a private pid namespace: end them.
+                if let Some(c) = &p.container {
+                    let _ = c.kill(Signal::SIGKILL, true);
+                }
+                p.pending_exit = Some((code, at.clone()));
+            } else {
+                self.init_exited(id, p, (code, at.clone()));
+            }
+            return true;
+        }
+        false
     }
 
     /// TaskOOM for kills not reported yet. Called before an exit of the container is
@@ -343,9 +335,7 @@ impl Service {
         exec_id: &str,
     ) -> ttrpc::Result<(MutexGuard<'a, Table>, u32, Timestamp)> {
         loop {
-            let p = t.procs.get(id).ok_or_else(|| not_found(id))?;
-            if let Some((c, at)) = &p.process(id, exec_id)?.exit {
-                let (c, at) = (*c, at.clone());
+            if let Some((c, at)) = t.exit_of(id, exec_id)? {
                 return Ok((t, c, at));
             }
             t = self.exited.wait(t).unwrap_or_else(|p| p.into_inner());
@@ -636,12 +626,7 @@ impl Service {
     /// Answered at once when the process has exited, else by the reaper when it does.
     pub fn wait(&self, req: WaitRequest, reply: Reply) {
         let mut t = self.lock();
-        let found = t
-            .procs
-            .get(&req.id)
-            .ok_or_else(|| not_found(&req.id))
-            .and_then(|p| p.process(&req.id, &req.exec_id).map(|pr| pr.exit.clone()));
-        match found {
+        match t.exit_of(&req.id, &req.exec_id) {
             Ok(None) => t.waiters.push((req.id, req.exec_id, reply)),
             Ok(Some(exit)) => reply.send(wait_response(exit)),
             Err(e) => reply.send(Err(e)),

@@ -250,10 +250,8 @@ fn main() {
     for (i, (_, shim)) in targets.iter().enumerate() {
         // Where an idle shim's memory goes, mapping by mapping, for whoever digs further.
         if let Ok(smaps) = std::fs::read_to_string(format!("/proc/{shim}/smaps")) {
-            let out = crt_e2e::image::repo_root()
-                .join("target")
-                .join(format!("shim-idle-smaps-{}.txt", rts[i].name));
-            let _ = std::fs::write(out, smaps);
+            // Beside target/bench.md, which `cargo run` writes from the repository root too.
+            let _ = std::fs::write(format!("target/shim-idle-smaps-{}.txt", rts[i].name), smaps);
         }
         res[i].idle = (
             proc_field(*shim, "status", "VmRSS"),
