@@ -25,11 +25,14 @@ pub fn run(a: &Args, listener: RawFd) -> Result<(), String> {
         .filter(|s| !s.is_empty());
     let events = Publisher::start(ttrpc_address, a.namespace.clone());
     let (tx, rx) = std::sync::mpsc::channel();
-    let svc = Arc::new(Service::new(events, tx, a.namespace.clone()));
+    let svc = Arc::new(Service::new(events.clone(), tx, a.namespace.clone()));
 
     log::info!("shim serving on {}", a.socket);
     crate::server::serve(svc, listener, chld, rx)?;
     log::info!("shutdown: no container left");
+    // Under containerd's 3 s shutdown timeout; the publisher's own retries take at most 0.75 s
+    // per event.
+    events.flush(std::time::Duration::from_secs(2));
     if !a.socket.is_empty() {
         let _ = std::fs::remove_file(&a.socket);
     }

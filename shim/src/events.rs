@@ -22,8 +22,14 @@ pub struct Event {
     any: Any,
 }
 
+enum Msg {
+    Event(Event),
+    /// Answered once every event queued before it has been forwarded (or given up on).
+    Flush(Sender<()>),
+}
+
 #[derive(Clone)]
-pub struct Publisher(Sender<Event>);
+pub struct Publisher(Sender<Msg>);
 
 fn any<M: Message>(type_url: &str, m: &M) -> Any {
     Any {
@@ -56,7 +62,17 @@ impl Publisher {
     }
 
     fn send(&self, topic: &'static str, any: Any) {
-        let _ = self.0.send(Event { topic, any });
+        let _ = self.0.send(Msg::Event(Event { topic, any }));
+    }
+
+    /// Wait up to `timeout` for the queue to drain. The shim exits right after the Shutdown
+    /// that follows the last Delete: without this its `/tasks/delete` (and an exit just before
+    /// it) could die in the queue.
+    pub fn flush(&self, timeout: Duration) {
+        let (tx, rx) = channel();
+        if self.0.send(Msg::Flush(tx)).is_ok() && rx.recv_timeout(timeout).is_err() {
+            log::warn!("events not all forwarded within {timeout:?}");
+        }
     }
 
     pub fn create(&self, id: &str, bundle: &str, pid: u32, io: [&str; 3], terminal: bool) {
@@ -140,9 +156,16 @@ impl Publisher {
     }
 }
 
-fn run(rx: Receiver<Event>, address: Option<String>, namespace: String) {
+fn run(rx: Receiver<Msg>, address: Option<String>, namespace: String) {
     let mut client: Option<Forwarder> = None;
-    for ev in rx {
+    for msg in rx {
+        let ev = match msg {
+            Msg::Event(ev) => ev,
+            Msg::Flush(done) => {
+                let _ = done.send(());
+                continue;
+            }
+        };
         let Some(addr) = &address else {
             log::debug!("event {} (no containerd address)", ev.topic);
             continue;
@@ -231,5 +254,56 @@ impl Forwarder {
                 _ => Err(format!("{:?}: {}", status.code, status.message)),
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+    use std::sync::{Arc, Mutex};
+
+    /// A containerd stand-in that answers each Forward late and records the topics it got.
+    fn slow_events_server(path: &std::path::Path) -> Arc<Mutex<Vec<String>>> {
+        let listener = UnixListener::bind(path).unwrap();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let rec = got.clone();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            loop {
+                let mut h = [0u8; ttrpc::proto::MESSAGE_HEADER_LENGTH];
+                if s.read_exact(&mut h).is_err() {
+                    return;
+                }
+                let h = ttrpc::MessageHeader::from(h);
+                let mut body = vec![0u8; h.length as usize];
+                s.read_exact(&mut body).unwrap();
+                let req = ttrpc::Request::parse_from_bytes(&body).unwrap();
+                let fwd = ForwardRequest::parse_from_bytes(&req.payload).unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+                rec.lock().unwrap().push(fwd.envelope.topic.clone());
+                let resp = ttrpc::Response::new().write_to_bytes().unwrap();
+                let mut f: Vec<u8> =
+                    ttrpc::MessageHeader::new_response(h.stream_id, resp.len() as u32).into();
+                f.extend_from_slice(&resp);
+                s.write_all(&f).unwrap();
+            }
+        });
+        got
+    }
+
+    #[test]
+    fn flush_returns_once_queued_events_are_forwarded() {
+        let dir = std::env::temp_dir().join(format!("crt-events-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("ttrpc.sock");
+        let got = slow_events_server(&sock);
+        let p = Publisher::start(Some(format!("unix://{}", sock.display())), "ns".into());
+        p.exit("c", "c", 1, 0, &now());
+        p.delete("c", 1, 0, &now());
+        p.flush(Duration::from_secs(5));
+        assert_eq!(*got.lock().unwrap(), vec!["/tasks/exit", "/tasks/delete"]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

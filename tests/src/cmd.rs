@@ -225,6 +225,23 @@ impl Background {
         done: impl Fn(&str) -> bool,
         timeout: Duration,
     ) -> Vec<String> {
+        match self.try_wait_until(what, done, timeout) {
+            Some(seen) => seen,
+            None => {
+                let out = self.finish(Duration::ZERO);
+                panic!("no {what} line within {timeout:?}:\n{out}");
+            }
+        }
+    }
+
+    /// As `wait_until`, but None when `timeout` passes first (the command runs on).
+    #[track_caller]
+    pub fn try_wait_until(
+        &mut self,
+        what: &str,
+        done: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> Option<Vec<String>> {
         let deadline = Instant::now() + timeout;
         let mut seen = Vec::new();
         loop {
@@ -237,7 +254,7 @@ impl Background {
                     let hit = done(&l);
                     seen.push(l);
                     if hit {
-                        return seen;
+                        return Some(seen);
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -246,8 +263,7 @@ impl Background {
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     if Instant::now() >= deadline {
-                        let out = self.finish(Duration::ZERO);
-                        panic!("no {what} line within {timeout:?}:\n{out}");
+                        return None;
                     }
                 }
             }

@@ -11,23 +11,31 @@ fn has(l: &str, id: &str, topic: &str) -> bool {
     l.contains(topic) && l.contains(&format!("\"{id}\""))
 }
 
-/// `ctr events`, once it listens: it subscribes asynchronously, so a first container's events
-/// prove it. Returns the stream and the probe's id.
-fn listen(c: &Containerd) -> (Background, String) {
+/// `ctr events`, once it listens: it subscribes asynchronously, so a probe container's events
+/// prove it; a probe that ran before the subscription is followed by another. Returns the
+/// stream and the probes' ids.
+fn listen(c: &Containerd) -> (Background, Vec<String>) {
     let mut events = Background::spawn(c.ctr_command(&["events"]));
-    let probe = c.new_id("oomprobe");
-    let out = c.run(&probe, &["true"]);
-    assert!(out.success(), "probe run failed:\n{out}");
-    events.wait_until(
-        "probe's /tasks/delete",
-        |l| has(l, &probe, "/tasks/delete"),
-        secs(30),
-    );
-    (events, probe)
+    let mut probes = Vec::new();
+    for _ in 0..6 {
+        let probe = c.new_id("oomprobe");
+        let out = c.run(&probe, &["true"]);
+        assert!(out.success(), "probe run failed:\n{out}");
+        probes.push(probe.clone());
+        let seen = events.try_wait_until(
+            "probe's /tasks/delete",
+            |l| has(l, &probe, "/tasks/delete"),
+            secs(5),
+        );
+        if seen.is_some() {
+            return (events, probes);
+        }
+    }
+    panic!("ctr events showed no probe's /tasks/delete: {probes:?}");
 }
 
 fn oom_before_exit(c: &Containerd) {
-    let (mut events, probe) = listen(c);
+    let (mut events, probes) = listen(c);
 
     let id = c.new_id("oom");
     // A doubling string: the shell's memory grows until the 32 MiB limit kills it.
@@ -51,13 +59,15 @@ fn oom_before_exit(c: &Containerd) {
         "/tasks/oom must come before /tasks/exit:\n{mine:#?}"
     );
     drop(events);
-    assert_no_leaks(c, &[&probe, &id]);
+    let mut ids: Vec<&str> = probes.iter().map(String::as_str).collect();
+    ids.push(&id);
+    assert_no_leaks(c, &ids);
 }
 
 /// A child of the init is OOM-killed and the container runs on: /tasks/oom arrives while the
 /// task is RUNNING, with no exit of the task.
 fn oom_of_a_child_while_running(c: &Containerd) {
-    let (mut events, probe) = listen(c);
+    let (mut events, probes) = listen(c);
     let id = c.new_id("oomchild");
     c.run_detached(
         &["--memory-limit", "33554432"],
@@ -80,5 +90,7 @@ fn oom_of_a_child_while_running(c: &Containerd) {
     );
     c.kill_and_remove(&id);
     drop(events);
-    assert_no_leaks(c, &[&probe, &id]);
+    let mut ids: Vec<&str> = probes.iter().map(String::as_str).collect();
+    ids.push(&id);
+    assert_no_leaks(c, &ids);
 }
