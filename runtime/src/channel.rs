@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  runtime                               init helper (pid 1 of the container)
-//!    | --- Plan | Exec --------------------> |  (sent once the helper is in its cgroup)
+//!    | --- Plan | Exec --------------------> |  (on v1 the helper joins its cgroup first)
 //!    |                                       |  namespaces, rootfs, pivot_root, credentials
 //!    | <-- Log* ---------------------------- |  (things worth a line in the shim's log)
 //!    | <-- Pid ----------------------------- |  (only after a fork into a joined pid ns)

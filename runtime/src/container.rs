@@ -99,6 +99,7 @@ impl Container {
                 cg.delegate(uid, gid)?;
             }
             loaded.plan.cgroup_v2 = cg.is_v2();
+            loaded.plan.process.cgroup_join = cg.self_join_files()?;
             loaded.plan.cgroup_binds = cg
                 .mount_sources()
                 .into_iter()
@@ -160,13 +161,6 @@ impl Container {
                     on_hooks: &mut runtime_hooks,
                     listener: listener.as_ref(),
                     id_maps: Some(&loaded.plan.id_maps),
-                    setup_while_joining: !loaded.plan.has_ns(libc::CLONE_NEWUSER)
-                        && loaded.plan.create_container.is_empty()
-                        && loaded
-                            .plan
-                            .namespaces
-                            .iter()
-                            .all(|n| n.flag != libc::CLONE_NEWPID || n.path.is_none()),
                 },
             )?;
             if let Some(r) = &loaded.resources {
@@ -326,8 +320,6 @@ struct HandshakeEvents<'a> {
     listener: Option<&'a Listener>,
     /// What to write when the helper has unshared its user namespace.
     id_maps: Option<&'a crate::userns::IdMaps>,
-    /// The helper never forks: it may set up while it is put in its v1 cgroup.
-    setup_while_joining: bool,
 }
 
 /// A running container as its execs see it ([`Container::exec_context`]).
@@ -352,6 +344,7 @@ impl ExecContext {
     ) -> Result<Exec> {
         process.seccomp = self.seccomp.clone();
         process.session_keyring = self.keyring.clone();
+        process.cgroup_join = self.cgroup.self_join_files()?;
         let listener = Listener::of(&self.seccomp, &self.hook_state);
         let plan = ExecPlan {
             init_pid: self.init_pid,
@@ -374,8 +367,6 @@ impl ExecContext {
                 on_hooks: &mut |_| Err(RuntimeError::Init("an exec asked for hooks".into())),
                 listener: listener.as_ref(),
                 id_maps: None,
-                // An exec forks into the container's pid namespace.
-                setup_while_joining: false,
             },
         );
         match res {
@@ -424,23 +415,9 @@ fn spawn_handshake(
     (ev.on_pid)(pid)?;
     let mut ch = Channel::new(ours);
     let lost = |e: std::io::Error| RuntimeError::Init(format!("talk to init: {e}"));
-    // cgroup v1 (no CLONE_INTO_CGROUP): the first write to cgroup.procs waits for an RCU grace
-    // period (ms). A helper that never forks sets up its mounts meanwhile (prestart and
-    // createRuntime hooks wait for the loop below, which starts once it joined). One that forks
-    // (a pid namespace joined, a user namespace, createContainer hooks) must join first: its
-    // child would stay outside.
-    let join_v1 = cg_fd.is_none();
-    if join_v1 && !ev.setup_while_joining {
-        cgroup.add_pid(pid)?;
-    }
+    // On v2 the helper was cloned into its cgroup; on v1 it moves itself in (the plan's
+    // cgroup_join, cgroups::join_self) before anything else.
     ch.send(&plan).map_err(lost)?;
-    if join_v1 && ev.setup_while_joining {
-        match cgroup.add_pid(pid) {
-            // It failed already: its own error is on the channel.
-            Err(e) if e.process_gone() => {}
-            other => other?,
-        }
-    }
     let mut console = None;
     loop {
         match ch.recv().map_err(lost)? {

@@ -82,6 +82,10 @@ pub struct ProcessPlan {
     /// share its runtime's keys.
     #[serde(default)]
     pub session_keyring: Option<String>,
+    /// The cgroup files the helper moves itself into first (set by the runtime; v1 only, see
+    /// `cgroups::join_self`).
+    #[serde(default)]
+    pub cgroup_join: Vec<PathBuf>,
 }
 
 /// A bind of one cgroup hierarchy's leaf into the container's cgroup mount (filled in by the
@@ -623,6 +627,7 @@ fn plan_process(p: &oci_spec::runtime::Process) -> Result<ProcessPlan> {
             .transpose()
             .map_err(invalid)?,
         session_keyring: None,
+        cgroup_join: Vec::new(),
     })
 }
 

@@ -12,7 +12,8 @@ crt_e2e::scenarios!(
     pids_limit,
     update_limits,
     metrics,
-    systemd_cgroups_path
+    systemd_cgroups_path,
+    every_hierarchy
 );
 
 const MEMORY_LIMIT: u64 = 64 * 1024 * 1024;
@@ -280,4 +281,72 @@ fn systemd_cgroups_path(c: &Containerd) {
         let _ = fs::remove_dir(d);
     }
     assert_no_leaks(c, &[&id]);
+}
+
+/// The cgroup lines of /proc/<pid>/cgroup text that the container must be in: every v1
+/// hierarchy (the hybrid host's controller-less unified line is not crt's), or v2's one line.
+fn managed_lines(text: &str) -> Vec<&str> {
+    let v1 = cgroup_mode() == CgroupMode::V1;
+    text.lines()
+        .filter(|l| !v1 || !l.starts_with("0::"))
+        .collect()
+}
+
+/// The init, an exec and the exec's child are each in the container's cgroup in every
+/// hierarchy (on v1 the helpers move themselves in, `cgroups::join_self`), and a cgroup
+/// namespace is rooted at that cgroup: inside it every line reads "/".
+fn every_hierarchy(c: &Containerd) {
+    let id = c.new_id("everycg");
+    c.run_detached(&[], &id, &["sleep", "1000"]);
+    let pid = c.wait_task_status(&id, "RUNNING").pid;
+    let init = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let lines = managed_lines(&init);
+    assert!(!lines.is_empty(), "{init}");
+    for l in &lines {
+        assert!(
+            has_component(l.rsplit(':').next().unwrap_or(""), &id),
+            "the init (pid {pid}) is outside the container's cgroup in {l:?}:\n{init}"
+        );
+    }
+    let out = c.ctr_timeout(
+        &[
+            "task",
+            "exec",
+            "--exec-id",
+            "cg",
+            &id,
+            "sh",
+            "-c",
+            "cat /proc/self/cgroup; echo child; sh -c 'cat /proc/self/cgroup'",
+        ],
+        secs(60),
+    );
+    assert!(out.success(), "{out}");
+    let (exec, child) = out.stdout.split_once("child\n").unwrap_or_default();
+    assert_eq!(managed_lines(exec), lines, "the exec's cgroups:\n{out}");
+    assert_eq!(
+        managed_lines(child),
+        lines,
+        "the exec's child's cgroups:\n{out}"
+    );
+    c.kill_and_remove(&id);
+
+    let id2 = c.new_id("cgns");
+    let mut spec = c.config_spec(&id2, &["cat", "/proc/self/cgroup"]);
+    let ns = spec["linux"]["namespaces"].as_array_mut().unwrap();
+    // ctr's default spec has one on a v2 host already.
+    if !ns.iter().any(|n| n["type"] == "cgroup") {
+        ns.push(json!({"type": "cgroup"}));
+    }
+    let out = c.run_config(&id2, &spec);
+    assert!(out.success(), "{out}");
+    let inside = managed_lines(&out.stdout);
+    assert_eq!(inside.len(), lines.len(), "{out}");
+    for l in inside {
+        assert!(
+            l.ends_with(":/"),
+            "the cgroup namespace's root is the container's cgroup: {l:?}\n{out}"
+        );
+    }
+    assert_no_leaks(c, &[&id, &id2]);
 }

@@ -344,6 +344,15 @@ impl Manager {
         }
     }
 
+    /// What a process spawned for this cgroup moves itself into with [`join_self`]: v1's
+    /// `tasks` files (v2 spawns straight into the cgroup, CLONE_INTO_CGROUP: none).
+    pub fn self_join_files(&self) -> Result<Vec<PathBuf>> {
+        match self {
+            Manager::V1(m) => m.tasks_files(),
+            Manager::V2(_) => Ok(Vec::new()),
+        }
+    }
+
     pub fn add_pid(&self, pid: i32) -> Result<()> {
         match self {
             Manager::V1(m) => m.add_pid(pid),
@@ -410,6 +419,17 @@ impl Manager {
     pub fn is_v2(&self) -> bool {
         matches!(self, Manager::V2(_))
     }
+}
+
+/// Move the calling thread into the cgroups whose `files` [`Manager::self_join_files`] named.
+/// Called by the single-threaded init helper before it forks or leaves the host's view of
+/// /sys/fs/cgroup, so the one thread is the whole process and everything it starts follows.
+/// Why not the runtime writing the helper's pid to `cgroup.procs`: a whole-process move takes
+/// cgroup_threadgroup_rwsem for writing, and the first one after a quiet spell waits for an RCU
+/// grace period (about 10 ms here, per container create and per exec). A thread moving itself
+/// through `tasks` skips that lock (Linux 6.0+).
+pub fn join_self(files: &[PathBuf]) -> Result<()> {
+    files.iter().try_for_each(|f| fs::write_file(f, "0"))
 }
 
 /// What runc allows after a spec's own device rules, so that a spec that only denies

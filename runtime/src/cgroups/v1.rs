@@ -468,6 +468,16 @@ impl Manager {
         set_knob(field, &cfq, value)
     }
 
+    /// Each hierarchy's `tasks` file, for [`super::join_self`].
+    pub fn tasks_files(&self) -> Result<Vec<PathBuf>> {
+        self.check()?;
+        Ok(self
+            .hierarchies
+            .iter()
+            .map(|h| h.leaf.join("tasks"))
+            .collect())
+    }
+
     pub fn add_pid(&self, pid: i32) -> Result<()> {
         check_pid(pid)?;
         self.check()?;
@@ -972,6 +982,26 @@ mod tests {
             .apply(&res(r#"{"memory":{"swappiness":101}}"#))
             .unwrap_err();
         assert!(matches!(err, CgroupError::InvalidValue { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_helper_joins_through_every_hierarchys_tasks_file() {
+        let fx = Fixture::v1(&["memory", "pids", "systemd"]);
+        let m = mgr(&fx, "/a/c");
+        m.create().unwrap();
+        for h in ["memory", "pids", "systemd"] {
+            fx.put(&format!("{h}/a/c/tasks"), "");
+        }
+        record::take();
+        super::super::join_self(&m.tasks_files().unwrap()).unwrap();
+        assert_eq!(
+            writes(&fx),
+            vec![
+                w("memory/a/c/tasks", "0"),
+                w("pids/a/c/tasks", "0"),
+                w("systemd/a/c/tasks", "0"),
+            ]
+        );
     }
 
     #[test]

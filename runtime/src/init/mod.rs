@@ -125,6 +125,9 @@ fn enter_user_namespace(ch: &mut Channel, join: Option<(OwnedFd, String)>) -> Re
 
 fn run_init(ch: &mut Channel, plan: &Plan) -> Result<(), String> {
     let p = &plan.process;
+    // First: before any fork (a pid namespace joined, a user namespace) and before the cgroup
+    // namespace is made, whose root is the cgroup we are in then.
+    join_cgroup(p)?;
     // Before any user namespace: raising a hard limit or lowering oom_score_adj takes the
     // host's privileges.
     process::raise_hard_limits(p)?;
@@ -244,6 +247,7 @@ fn run_init(ch: &mut Channel, plan: &Plan) -> Result<(), String> {
 /// Join every namespace of a running container through its init's /proc entries. All are
 /// opened before the first setns: after joining the mount namespace, /proc is the container's.
 fn run_exec(ch: &mut Channel, plan: &ExecPlan) -> Result<(), String> {
+    join_cgroup(&plan.process)?;
     process::raise_hard_limits(&plan.process)?;
     if let Some(adj) = plan.process.oom_score_adj {
         if let Some(line) = process::set_oom_score_adj(adj)? {
@@ -272,6 +276,13 @@ fn run_exec(ch: &mut Channel, plan: &ExecPlan) -> Result<(), String> {
         fork_into_pid_ns(ch)?;
     }
     finish(ch, &plan.process, None)
+}
+
+/// Into the container's cgroup while the host's /sys/fs/cgroup is in view; this helper is
+/// single-threaded, as `cgroups::join_self` needs.
+fn join_cgroup(p: &ProcessPlan) -> Result<(), String> {
+    crate::cgroups::join_self(&p.cgroup_join)
+        .map_err(|e| format!("join the container's cgroup: {e}"))
 }
 
 fn ns_name(flag: i32) -> Option<&'static str> {
