@@ -35,27 +35,12 @@ pub fn call_on<Req: Message, Resp: Message>(
     method: &str,
     req: &Req,
 ) -> Result<Resp, String> {
-    use ttrpc::proto::{Codec, RequestInit};
     let mut last = String::new();
     for service in services {
         // A fresh connection each: containerd 1.6's runc shim drops one that named v3.
-        let c = ttrpc::Client::connect(&format!("unix://{}", socket.display()))
-            .map_err(|e| format!("connect {}: {e}", socket.display()))?;
-        let ctx = ctx(namespace);
-        let payload = Codec::encode(req).map_err(|e| format!("encode: {e:?}"))?;
-        let mut r = ttrpc::proto::Request::init_request(
-            service.to_string(),
-            method.to_string(),
-            ctx.timeout_nano,
-            ttrpc::context::to_pb(ctx.metadata),
-        );
-        RequestInit::set_payload(&mut r, payload);
-        match c.request(r) {
-            Ok(res) => {
-                let mut out = Resp::new();
-                Codec::merge(&mut out, &res.payload).map_err(|e| format!("decode: {e:?}"))?;
-                return Ok(out);
-            }
+        let c = Conn::connect(socket, service, namespace)?;
+        match c.request(method, req) {
+            Ok(out) => return Ok(out),
             Err(ttrpc::Error::RpcStatus(st)) if st.code() == ttrpc::Code::UNIMPLEMENTED => {
                 last = format!("{service}: {}", st.message());
             }
@@ -66,6 +51,53 @@ pub fn call_on<Req: Message, Resp: Message>(
         }
     }
     Err(format!("{method}: {last}"))
+}
+
+/// One connection to a shim's Task service, kept for every call, as containerd keeps one.
+pub struct Conn {
+    client: ttrpc::Client,
+    service: String,
+    namespace: String,
+}
+
+impl Conn {
+    pub fn connect(socket: &Path, service: &str, namespace: &str) -> Result<Conn, String> {
+        let client = ttrpc::Client::connect(&format!("unix://{}", socket.display()))
+            .map_err(|e| format!("connect {}: {e}", socket.display()))?;
+        Ok(Conn {
+            client,
+            service: service.to_string(),
+            namespace: namespace.to_string(),
+        })
+    }
+
+    pub fn call<Req: Message, Resp: Message>(
+        &self,
+        method: &str,
+        req: &Req,
+    ) -> Result<Resp, String> {
+        self.request(method, req)
+            .map_err(|e| format!("{}/{method}: {e}", self.service))
+    }
+
+    fn request<Req: Message, Resp: Message>(&self, method: &str, req: &Req) -> ttrpc::Result<Resp> {
+        use ttrpc::proto::{Codec, RequestInit};
+        let ctx = ctx(&self.namespace);
+        let payload =
+            Codec::encode(req).map_err(|e| ttrpc::Error::Others(format!("encode: {e:?}")))?;
+        let mut r = ttrpc::proto::Request::init_request(
+            self.service.clone(),
+            method.to_string(),
+            ctx.timeout_nano,
+            ttrpc::context::to_pb(ctx.metadata),
+        );
+        RequestInit::set_payload(&mut r, payload);
+        let res = self.client.request(r)?;
+        let mut out = Resp::new();
+        Codec::merge(&mut out, &res.payload)
+            .map_err(|e| ttrpc::Error::Others(format!("decode: {e:?}")))?;
+        Ok(out)
+    }
 }
 
 fn ctx(namespace: &str) -> ttrpc::context::Context {

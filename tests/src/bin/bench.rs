@@ -390,12 +390,11 @@ fn drive_shim(
         ShutdownRequest, StartRequest, StartResponse, WaitRequest, WaitResponse,
     };
     // containerd 1.6's runc shim serves task v2 only, and drops a connection that names v3.
-    let services: &[&str] = if options.is_some() {
-        &["containerd.task.v2.Task"]
+    let service = if options.is_some() {
+        "containerd.task.v2.Task"
     } else {
-        &["containerd.task.v3.Task"]
+        "containerd.task.v3.Task"
     };
-    use crt_e2e::shim_client::call_on;
     let ns = "bench";
     let bundle = c.harness_dir().join(format!("bundle-{id}"));
     std::fs::create_dir_all(&bundle).map_err(|e| e.to_string())?;
@@ -460,28 +459,31 @@ fn drive_shim(
         options: options.into(),
         ..Default::default()
     };
+    // One connection for every call, as containerd keeps one (its dial is part of `start`).
+    let conn = crt_e2e::shim_client::Conn::connect(&socket, service, ns);
     let mut phases = [t.elapsed(); 5];
     let mut mark = |i: usize| phases[i] = t.elapsed();
     let mut run = || -> Result<(), String> {
-        call_on::<_, CreateTaskResponse>(services, &socket, ns, "Create", &create)?;
+        let conn = conn.as_ref().map_err(|e| e.clone())?;
+        conn.call::<_, CreateTaskResponse>("Create", &create)?;
         mark(1);
         let start = StartRequest {
             id: id.into(),
             ..Default::default()
         };
-        call_on::<_, StartResponse>(services, &socket, ns, "Start", &start)?;
+        conn.call::<_, StartResponse>("Start", &start)?;
         mark(2);
         let wait = WaitRequest {
             id: id.into(),
             ..Default::default()
         };
-        call_on::<_, WaitResponse>(services, &socket, ns, "Wait", &wait)?;
+        conn.call::<_, WaitResponse>("Wait", &wait)?;
         mark(3);
         let del = DeleteRequest {
             id: id.into(),
             ..Default::default()
         };
-        call_on::<_, DeleteResponse>(services, &socket, ns, "Delete", &del)?;
+        conn.call::<_, DeleteResponse>("Delete", &del)?;
         mark(4);
         Ok(())
     };
@@ -495,7 +497,9 @@ fn drive_shim(
         id: id.into(),
         ..Default::default()
     };
-    let _ = call_on::<_, Empty>(services, &socket, ns, "Shutdown", &shutdown);
+    if let Ok(conn) = &conn {
+        let _ = conn.call::<_, Empty>("Shutdown", &shutdown);
+    }
     res.map(|()| (took, phases))
 }
 
