@@ -143,13 +143,6 @@ pub enum CgroupError {
     NoCgroupFs { path: PathBuf, reason: String },
 }
 
-impl CgroupError {
-    /// The process to move was gone (ESRCH).
-    pub fn process_gone(&self) -> bool {
-        matches!(self, CgroupError::Write { source, .. } if source.raw_os_error() == Some(libc::ESRCH))
-    }
-}
-
 /// What `delete` needs after a shim crash: serializable, stored in the
 /// container's state file.
 ///
