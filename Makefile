@@ -8,6 +8,7 @@
 #                  the e2e suite runs the *debug* build, $(TARGET_DIR)/debug/containerd-shim-crt-v1
 #                  (faster to build, debug assertions on); needs root
 #   make test-v2   the cgroup v2 subset of the e2e suite inside a QEMU VM (tests/v2vm.sh)
+#   make test-release  the basic and exec e2e suites against the release build (static, ordered)
 #   make lint      rustfmt check and clippy with warnings as errors
 #   make text-order  regenerates src/text-order.txt, the link order of the code a shim runs
 #
@@ -43,7 +44,7 @@ STATIC_ENV := RUSTFLAGS="$(RUSTFLAGS) -C target-feature=+crt-static -C link-arg=
 # the crt binary is only needed when crt is the runtime under test
 E2E_DEPS := $(if $(filter io.containerd.crt.v1,$(CRT_TEST_RUNTIME)),build-debug)
 
-.PHONY: all build build-debug install test test-unit test-e2e test-v2 lint bench text-order
+.PHONY: all build build-debug install test test-unit test-e2e test-release test-v2 lint bench text-order
 
 all: build
 
@@ -64,6 +65,10 @@ test-unit:
 
 test-e2e: $(E2E_DEPS)
 	$(CARGO) test -p crt-e2e -- --test-threads=$(E2E_THREADS)
+
+# What `make install` installs is linked differently (static, DT_RELR, text order): run it too.
+test-release: build
+	CRT_BIN_DIR=$(RELEASE_DIR) $(CARGO) test -p crt-e2e --test basic --test exec -- --test-threads=$(E2E_THREADS)
 
 test-v2:
 	bash tests/v2vm.sh
