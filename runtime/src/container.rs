@@ -75,18 +75,54 @@ impl Container {
             ));
         }
         let res = (|| {
-            if !opts.rootfs.is_empty() {
-                let target = opts.bundle.join("rootfs");
-                // Recorded before mounting, so a crash in between still gets it unmounted.
-                st.rootfs_mount = Some(target.clone());
-                state::save(opts.bundle, &st)?;
+            let cg = Manager::new(loaded.cgroups_path.as_deref(), opts.id)?;
+            // Recorded before anything is made, so a crash in between still gets it removed.
+            st.cgroup = Some(cg.state());
+            let rootfs_target = (!opts.rootfs.is_empty()).then(|| opts.bundle.join("rootfs"));
+            st.rootfs_mount = rootfs_target.clone();
+            state::save(opts.bundle, &st)?;
+            if let Some(target) = rootfs_target {
                 rootfs_mount::mount_all(opts.rootfs, &target)?;
                 undo.rootfs = Some(target);
             }
-            let cg = Manager::new(loaded.cgroups_path.as_deref(), opts.id)?;
-            st.cgroup = Some(cg.state());
-            state::save(opts.bundle, &st)?;
             undo.cgroup = Some(Manager::from_state(&cg.state()));
+
+            // With a user namespace the helper makes every namespace itself, after the user
+            // namespace, so that one owns them (userns.rs).
+            let userns = loaded.plan.has_ns(libc::CLONE_NEWUSER);
+            let flags = loaded
+                .plan
+                .namespaces
+                .iter()
+                .filter(|n| {
+                    // Made by the helper itself: cgroup once it is in its cgroup, time once the
+                    // offsets are set, mount once it left its throwaway one (spawn.rs).
+                    !userns
+                        && n.path.is_none()
+                        && ![
+                            libc::CLONE_NEWCGROUP,
+                            libc::CLONE_NEWTIME,
+                            libc::CLONE_NEWNS,
+                        ]
+                        .contains(&n.flag)
+                })
+                .fold(0, |f, n| f | n.flag);
+            // Saved once the helper is ready: a shim that dies before then closes the helper's
+            // channel, and a helper that reads EOF exits, so there is nothing to kill.
+            let mut record_pid = |pid: i32| -> Result<()> {
+                undo.pid = Some(pid);
+                st.pid = pid;
+                st.pid_start = state::pid_start(pid).unwrap_or(0);
+                Ok(())
+            };
+            // On v1 the helper starts first: its clone3 (the new namespaces) and exec overlap
+            // the cgroup's creation, and its plan, sent once that is done, moves it in first
+            // thing. On v2 it is cloned straight into the cgroup, which must exist by then.
+            let early = if cg.is_v2() {
+                None
+            } else {
+                Some(spawn_helper(flags, None, opts.stdio, &mut record_pid)?)
+            };
             cg.create()?;
             if let Some(r) = &loaded.resources {
                 cg.apply_before_setup(r)?;
@@ -114,32 +150,17 @@ impl Container {
                     },
                 })
                 .collect();
-
-            // With a user namespace the helper makes every namespace itself, after the user
-            // namespace, so that one owns them (userns.rs).
-            let userns = loaded.plan.has_ns(libc::CLONE_NEWUSER);
-            let flags = loaded
-                .plan
-                .namespaces
-                .iter()
-                .filter(|n| {
-                    // Made by the helper itself: cgroup once it is in its cgroup, time once the
-                    // offsets are set, mount once it left its throwaway one (spawn.rs).
-                    !userns
-                        && n.path.is_none()
-                        && ![
-                            libc::CLONE_NEWCGROUP,
-                            libc::CLONE_NEWTIME,
-                            libc::CLONE_NEWNS,
-                        ]
-                        .contains(&n.flag)
-                })
-                .fold(0, |f, n| f | n.flag);
-            let mut record_pid = |pid: i32| -> Result<()> {
-                undo.pid = Some(pid);
-                st.pid = pid;
-                st.pid_start = state::pid_start(pid).unwrap_or(0);
-                state::save(opts.bundle, &st)
+            let helper = match early {
+                Some(h) => h,
+                None => {
+                    let fd = cg.dir_fd()?;
+                    spawn_helper(
+                        flags,
+                        fd.as_ref().map(|f| f.as_fd()),
+                        opts.stdio,
+                        &mut record_pid,
+                    )?
+                }
             };
             let (prestart, create_runtime) = (&loaded.hooks.prestart, &loaded.hooks.create_runtime);
             let state_base = &loaded.plan.hook_state;
@@ -150,10 +171,8 @@ impl Container {
                     .map_err(RuntimeError::Init)
             };
             let listener = Listener::of(&loaded.plan.process.seccomp, &loaded.plan.hook_state);
-            let (pid, ch, console) = spawn_handshake(
-                flags,
-                &cg,
-                opts.stdio,
+            let (pid, ch, console) = handshake(
+                helper,
                 Msg::Plan(Box::new(loaded.plan.clone())),
                 opts.log,
                 HandshakeEvents {
@@ -163,6 +182,7 @@ impl Container {
                     id_maps: Some(&loaded.plan.id_maps),
                 },
             )?;
+            state::save(opts.bundle, &st)?;
             if let Some(r) = &loaded.resources {
                 cg.apply_devices(r)?;
             }
@@ -403,17 +423,47 @@ fn spawn_handshake(
     log: &dyn Fn(&str),
     ev: HandshakeEvents<'_>,
 ) -> Result<(i32, Channel, Option<Console>)> {
-    let (ours, theirs) = UnixStream::pair().map_err(io("socketpair"))?;
     let cg_fd = cgroup.dir_fd()?;
-    let mut pid = spawn_init(
+    let helper = spawn_helper(
         ns_flags,
         cg_fd.as_ref().map(|f| f.as_fd()),
         stdio,
-        theirs.as_fd(),
+        &mut *ev.on_pid,
     )?;
+    handshake(helper, plan, log, ev)
+}
+
+/// A helper started and waiting for its plan.
+struct Helper {
+    pid: i32,
+    ch: Channel,
+}
+
+/// Start the helper (in `cgroup_fd` on v2); `on_pid` hears its pid.
+fn spawn_helper(
+    ns_flags: i32,
+    cgroup_fd: Option<BorrowedFd<'_>>,
+    stdio: [BorrowedFd<'_>; 3],
+    on_pid: &mut dyn FnMut(i32) -> Result<()>,
+) -> Result<Helper> {
+    let (ours, theirs) = UnixStream::pair().map_err(io("socketpair"))?;
+    let pid = spawn_init(ns_flags, cgroup_fd, stdio, theirs.as_fd())?;
     drop(theirs);
-    (ev.on_pid)(pid)?;
-    let mut ch = Channel::new(ours);
+    on_pid(pid)?;
+    Ok(Helper {
+        pid,
+        ch: Channel::new(ours),
+    })
+}
+
+/// Send the helper its plan and take it through the handshake up to Ready.
+fn handshake(
+    helper: Helper,
+    plan: Msg,
+    log: &dyn Fn(&str),
+    ev: HandshakeEvents<'_>,
+) -> Result<(i32, Channel, Option<Console>)> {
+    let Helper { mut pid, mut ch } = helper;
     let lost = |e: std::io::Error| RuntimeError::Init(format!("talk to init: {e}"));
     // On v2 the helper was cloned into its cgroup; on v1 it moves itself in (the plan's
     // cgroup_join, cgroups::join_self) before anything else.

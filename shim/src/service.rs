@@ -90,6 +90,9 @@ struct Proc {
     oom_watch: Option<u64>,
     /// runc's IoUid/IoGid from the create's options: its execs' stdio gets them too.
     io_owner: Option<(u32, u32)>,
+    /// The init's exit status, still to be written to the state file (for a `delete` after a
+    /// shim crash): written once the exit's waiters have their answer, not before.
+    exit_to_record: Option<u32>,
 }
 
 impl Proc {
@@ -257,6 +260,11 @@ impl Service {
         {
             self.exited.notify_all();
             t.answer_waiters();
+            for p in t.procs.values_mut() {
+                if let (Some(code), Some(c)) = (p.exit_to_record.take(), &p.container) {
+                    c.record_exit(code as i32);
+                }
+            }
             return;
         }
         if t.unclaimed.len() > 1024 {
@@ -321,9 +329,7 @@ impl Service {
 
     fn init_exited(&self, id: &str, p: &mut Proc, (code, at): (u32, Timestamp)) {
         p.init.status = Status::STOPPED;
-        if let Some(c) = &p.container {
-            c.record_exit(code as i32);
-        }
+        p.exit_to_record = Some(code);
         self.events.exit(id, id, p.init.pid as u32, code, &at);
         p.init.exit = Some((code, at));
     }
@@ -529,6 +535,7 @@ impl Service {
             pending_exit: None,
             oom_watch,
             io_owner: opts.io_owner,
+            exit_to_record: None,
         };
         if let Some(e) = exit {
             self.init_exited(&id, &mut p, e);

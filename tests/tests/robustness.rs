@@ -6,7 +6,13 @@ use crt_e2e::{
     assert_no_leaks, assert_no_leaks_with, poll, procs, secs, util, Containerd, LeakOptions,
 };
 
-crt_e2e::scenarios!(shim_sigkill, sequential_20, concurrent_5, bad_config);
+crt_e2e::scenarios!(
+    shim_sigkill,
+    shim_sigkill_during_create,
+    sequential_20,
+    concurrent_5,
+    bad_config
+);
 
 /// `kill -9` of the shim daemon while its container runs: containerd notices, runs the shim's
 /// `delete` to clean up, and the task can be deleted; no process, cgroup, mount or state remains.
@@ -53,6 +59,59 @@ fn shim_sigkill(c: &Containerd) {
     );
     // The runc shim cannot remove its own socket when SIGKILLed, and neither its `delete` nor
     // containerd removes it; crt's `delete` must.
+    assert_no_leaks_with(
+        c,
+        &[&id],
+        LeakOptions {
+            allow_stale_shim_sockets: c.is_runc(),
+        },
+    );
+}
+
+/// `kill -9` of the shim daemon in the middle of Create (its prestart hook running, the init
+/// helper waiting before pivot_root): the helper, whose channel closed, exits by itself; the
+/// run fails, and containerd's clean-up leaves nothing (no helper, cgroup, mount or state).
+fn shim_sigkill_during_create(c: &Containerd) {
+    let id = c.new_id("createkill");
+    let flag = c.harness_dir().join(format!("{id}.prestart"));
+    let mut spec = c.config_spec(&id, &["true"]);
+    spec["hooks"] = crt_e2e::json!({
+        "prestart": [{
+            "path": "/bin/sh",
+            "args": ["sh", "-c", format!("touch {}; sleep 3", flag.display())],
+        }],
+    });
+    let run = c.spawn_config(&id, &spec);
+    let hooked = poll(secs(60), || flag.exists().then_some(()));
+    assert!(hooked.is_some(), "the prestart hook never ran");
+    let shim = c
+        .shim_procs()
+        .into_iter()
+        .find(|p| {
+            p.flag("-id") == Some(id.as_str())
+                && !p.args.iter().any(|a| a == "start" || a == "delete")
+        })
+        .map(|p| p.pid)
+        .unwrap_or_else(|| panic!("no shim daemon for {id}"));
+    assert!(util::kill(shim, "KILL"), "kill -9 {shim} failed");
+    let out = run.wait(secs(60));
+    assert!(
+        !out.success(),
+        "ctr run must fail once its shim died:\n{out}"
+    );
+    let _ = c.ctr(&["containers", "rm", &id]);
+    c.remove_ctr_fifos(&id);
+    if c.is_runc() {
+        // runc's shim leaves the container's cgroups behind here (runc create dies with it, and
+        // its `delete` finds no state): removed, so the rest of the check still runs.
+        let _ = poll(secs(20), || {
+            let dirs = crt_e2e::cgroup::find_cgroup_dirs(&[&id]);
+            crt_e2e::cgroup::remove_cgroup_dirs(dirs);
+            crt_e2e::cgroup::find_cgroup_dirs(&[&id])
+                .is_empty()
+                .then_some(())
+        });
+    }
     assert_no_leaks_with(
         c,
         &[&id],
