@@ -121,7 +121,7 @@ impl Container {
             let early = if cg.is_v2() {
                 None
             } else {
-                Some(spawn_helper(flags, None, opts.stdio, &mut record_pid)?)
+                Some(spawn_helper(flags, &cg, opts.stdio, &mut record_pid)?)
             };
             cg.create()?;
             if let Some(r) = &loaded.resources {
@@ -152,15 +152,7 @@ impl Container {
                 .collect();
             let helper = match early {
                 Some(h) => h,
-                None => {
-                    let fd = cg.dir_fd()?;
-                    spawn_helper(
-                        flags,
-                        fd.as_ref().map(|f| f.as_fd()),
-                        opts.stdio,
-                        &mut record_pid,
-                    )?
-                }
+                None => spawn_helper(flags, &cg, opts.stdio, &mut record_pid)?,
             };
             let (prestart, create_runtime) = (&loaded.hooks.prestart, &loaded.hooks.create_runtime);
             let state_base = &loaded.plan.hook_state;
@@ -423,13 +415,7 @@ fn spawn_handshake(
     log: &dyn Fn(&str),
     ev: HandshakeEvents<'_>,
 ) -> Result<(i32, Channel, Option<Console>)> {
-    let cg_fd = cgroup.dir_fd()?;
-    let helper = spawn_helper(
-        ns_flags,
-        cg_fd.as_ref().map(|f| f.as_fd()),
-        stdio,
-        &mut *ev.on_pid,
-    )?;
+    let helper = spawn_helper(ns_flags, cgroup, stdio, &mut *ev.on_pid)?;
     handshake(helper, plan, log, ev)
 }
 
@@ -439,15 +425,21 @@ struct Helper {
     ch: Channel,
 }
 
-/// Start the helper (in `cgroup_fd` on v2); `on_pid` hears its pid.
+/// Start the helper (on v2 cloned into `cgroup`, which must exist); `on_pid` hears its pid.
 fn spawn_helper(
     ns_flags: i32,
-    cgroup_fd: Option<BorrowedFd<'_>>,
+    cgroup: &Manager,
     stdio: [BorrowedFd<'_>; 3],
     on_pid: &mut dyn FnMut(i32) -> Result<()>,
 ) -> Result<Helper> {
     let (ours, theirs) = UnixStream::pair().map_err(io("socketpair"))?;
-    let pid = spawn_init(ns_flags, cgroup_fd, stdio, theirs.as_fd())?;
+    let cg_fd = cgroup.dir_fd()?;
+    let pid = spawn_init(
+        ns_flags,
+        cg_fd.as_ref().map(|f| f.as_fd()),
+        stdio,
+        theirs.as_fd(),
+    )?;
     drop(theirs);
     on_pid(pid)?;
     Ok(Helper {
