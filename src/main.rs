@@ -1,10 +1,12 @@
 //! `containerd-shim-crt-v1`: the shim containerd starts for `io.containerd.crt.v1`, or — when
-//! re-exec'd by the runtime — a container's init helper.
+//! re-exec'd by the runtime — a container's init helper or the zygote that forks them.
 
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
-    if argv.first().map(String::as_str) == Some(crt_runtime::spawn::INIT_ARG) {
-        crt_runtime::init::main();
+    match argv.first().map(String::as_str) {
+        Some(crt_runtime::spawn::INIT_ARG) => crt_runtime::init::main(),
+        Some(crt_runtime::zygote::ZYGOTE_ARG) => crt_runtime::zygote::main(),
+        _ => {}
     }
     std::process::exit(crt_shim::main(&argv));
 }

@@ -14,9 +14,9 @@ use crate::console::Console;
 use crate::error::{io, Result, RuntimeError};
 use crate::hooks::{self, Hook, StateBase};
 use crate::rootfs_mount::{self, RootfsMount};
-use crate::spawn::spawn_init;
 use crate::spec::{self, CgroupBind, ExecPlan, ProcessPlan};
 use crate::state::{self, State};
+use crate::zygote::{spawn_helper, Spawning};
 
 pub struct CreateOpts<'a> {
     pub id: &'a str,
@@ -115,15 +115,17 @@ impl Container {
                 st.pid_start = state::pid_start(pid).unwrap_or(0);
                 Ok(())
             };
-            // On v1 the helper starts first: its clone3 (the new namespaces) and exec overlap
+            // On v1 the helper is asked for first: its clone3 (the new namespaces) overlaps
             // the cgroup's creation, and its plan, sent once that is done, moves it in first
             // thing. On v2 it is cloned straight into the cgroup, which must exist by then.
             let early = if cg.is_v2() {
                 None
             } else {
-                Some(spawn_helper(flags, &cg, opts.stdio, &mut record_pid)?)
+                Some(request_helper(flags, &cg, opts.stdio)?)
             };
-            cg.create()?;
+            let created = cg.create();
+            let early = early.map(|h| h.started(&mut record_pid)).transpose()?;
+            created?;
             if let Some(r) = &loaded.resources {
                 cg.apply_before_setup(r)?;
             }
@@ -152,7 +154,7 @@ impl Container {
                 .collect();
             let helper = match early {
                 Some(h) => h,
-                None => spawn_helper(flags, &cg, opts.stdio, &mut record_pid)?,
+                None => spawn_helper_now(flags, &cg, opts.stdio, &mut record_pid)?,
             };
             let (prestart, create_runtime) = (&loaded.hooks.prestart, &loaded.hooks.create_runtime);
             let state_base = &loaded.plan.hook_state;
@@ -415,7 +417,7 @@ fn spawn_handshake(
     log: &dyn Fn(&str),
     ev: HandshakeEvents<'_>,
 ) -> Result<(i32, Channel, Option<Console>)> {
-    let helper = spawn_helper(ns_flags, cgroup, stdio, &mut *ev.on_pid)?;
+    let helper = spawn_helper_now(ns_flags, cgroup, stdio, &mut *ev.on_pid)?;
     handshake(helper, plan, log, ev)
 }
 
@@ -425,27 +427,49 @@ struct Helper {
     ch: Channel,
 }
 
-/// Start the helper (on v2 cloned into `cgroup`, which must exist); `on_pid` hears its pid.
-fn spawn_helper(
+/// A helper asked for, its pid still to come ([`PendingHelper::started`]).
+struct PendingHelper {
+    spawning: Spawning,
+    ch: Channel,
+}
+
+impl PendingHelper {
+    /// `on_pid` hears the helper's pid.
+    fn started(self, on_pid: &mut dyn FnMut(i32) -> Result<()>) -> Result<Helper> {
+        let pid = self.spawning.pid()?;
+        on_pid(pid)?;
+        Ok(Helper { pid, ch: self.ch })
+    }
+}
+
+/// Ask for the helper (on v2 cloned into `cgroup`, which must exist).
+fn request_helper(
     ns_flags: i32,
     cgroup: &Manager,
     stdio: [BorrowedFd<'_>; 3],
-    on_pid: &mut dyn FnMut(i32) -> Result<()>,
-) -> Result<Helper> {
+) -> Result<PendingHelper> {
     let (ours, theirs) = UnixStream::pair().map_err(io("socketpair"))?;
     let cg_fd = cgroup.dir_fd()?;
-    let pid = spawn_init(
+    let spawning = spawn_helper(
         ns_flags,
         cg_fd.as_ref().map(|f| f.as_fd()),
         stdio,
         theirs.as_fd(),
     )?;
-    drop(theirs);
-    on_pid(pid)?;
-    Ok(Helper {
-        pid,
+    Ok(PendingHelper {
+        spawning,
         ch: Channel::new(ours),
     })
+}
+
+/// Start the helper (on v2 cloned into `cgroup`, which must exist); `on_pid` hears its pid.
+fn spawn_helper_now(
+    ns_flags: i32,
+    cgroup: &Manager,
+    stdio: [BorrowedFd<'_>; 3],
+    on_pid: &mut dyn FnMut(i32) -> Result<()>,
+) -> Result<Helper> {
+    request_helper(ns_flags, cgroup, stdio)?.started(on_pid)
 }
 
 /// Send the helper its plan and take it through the handshake up to Ready.

@@ -22,6 +22,7 @@ pub mod spec_fields;
 pub mod state;
 pub mod sysctl;
 pub mod userns;
+pub mod zygote;
 
 pub use console::Console;
 pub use container::{cleanup, Container, CreateOpts, Exec, ExecContext};

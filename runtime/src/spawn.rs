@@ -24,23 +24,23 @@ pub const HOST_MNT_FD: RawFd = 4;
 
 #[repr(C)]
 #[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
+pub(crate) struct CloneArgs {
+    pub flags: u64,
+    pub pidfd: u64,
+    pub child_tid: u64,
+    pub parent_tid: u64,
+    pub exit_signal: u64,
+    pub stack: u64,
+    pub stack_size: u64,
+    pub tls: u64,
+    pub set_tid: u64,
+    pub set_tid_size: u64,
+    pub cgroup: u64,
 }
 
 /// `clone3(2)` without CLONE_VM: fork-like. Async-signal-safe (a raw syscall), so a child may
 /// call it too. 0 in the child, the pid in the parent, -1 with errno on failure.
-unsafe fn clone3(args: &CloneArgs) -> libc::c_long {
+pub(crate) unsafe fn clone3(args: &CloneArgs) -> libc::c_long {
     libc::syscall(
         libc::SYS_clone3,
         args as *const CloneArgs,
@@ -75,23 +75,57 @@ impl CArray {
     }
 }
 
-const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+pub(crate) const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 const CLONE_PIDFD: u64 = 0x1000;
 /// The most fds [`spawn_program`] places.
 pub const MAX_PROGRAM_FDS: usize = 8;
 
 /// Clone with `ns_flags` and exec the helper with `stdio` as fds 0-2 and `sync` as fd 3.
-/// Returns the helper's pid (as seen from the caller's pid namespace).
+/// Returns the helper's pid (as seen from the caller's pid namespace). Used when no zygote
+/// serves (zygote.rs): helpers normally are its forks.
 pub fn spawn_init(
     ns_flags: i32,
     cgroup: Option<BorrowedFd<'_>>,
     stdio: [BorrowedFd<'_>; 3],
     sync: BorrowedFd<'_>,
 ) -> Result<i32> {
+    let fds = [stdio[0], stdio[1], stdio[2], sync];
+    spawn_self(&[INIT_ARG], ns_flags, cgroup, fds)
+}
+
+/// Start the zygote (zygote.rs) with `sync` as its fd 3, in no new namespace but the
+/// throwaway mount one; its fds 0-2 are /dev/null. `owner` goes to its argv, for `ps`.
+pub(crate) fn spawn_zygote(sync: BorrowedFd<'_>, owner: &str) -> Result<i32> {
+    let null = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|source| RuntimeError::Io {
+            op: "open /dev/null",
+            source,
+        })?;
+    let n = null.as_fd();
+    spawn_self(
+        &[crate::zygote::ZYGOTE_ARG, owner],
+        0,
+        None,
+        [n, n, n, sync],
+    )
+}
+
+/// Clone with `ns_flags` (on v2 into `cgroup`) and exec our binary with `args` after argv[0],
+/// `fds` as fds 0-3 and the runtime's mount namespace as [`HOST_MNT_FD`].
+fn spawn_self(
+    args: &[&str],
+    ns_flags: i32,
+    cgroup: Option<BorrowedFd<'_>>,
+    fds: [BorrowedFd<'_>; 4],
+) -> Result<i32> {
     // CVE-2019-5736: the helper runs inside the container until it execs the user's program,
     // and a `#!/proc/self/exe` entrypoint would run it there as the program. Its executable is
     // therefore our binary seen through a read-only bind mount made in the child's own mount
     // namespace (never the host's): /proc/PID/exe of either can never be opened for writing.
+    // The zygote's forks inherit its executable, so they are covered too.
     let real = std::fs::read_link("/proc/self/exe")
         .ok()
         .filter(|p| p.is_absolute() && p.exists());
@@ -105,7 +139,7 @@ pub fn spawn_init(
             .unwrap_or(b"/proc/self/exe"),
     )
     .map_err(|_| RuntimeError::Init("exe path".into()))?;
-    let argv = CArray::new(["containerd-shim-crt-v1", INIT_ARG])
+    let argv = CArray::new(std::iter::once("containerd-shim-crt-v1").chain(args.iter().copied()))
         .ok_or_else(|| RuntimeError::Init("argv".into()))?;
     let envp = CArray::new(Vec::<&str>::new()).ok_or_else(|| RuntimeError::Init("envp".into()))?;
     let host_mnt = std::fs::File::open("/proc/self/ns/mnt").map_err(|source| RuntimeError::Io {
@@ -113,10 +147,10 @@ pub fn spawn_init(
         source,
     })?;
     let fds: [RawFd; 5] = [
-        stdio[0].as_raw_fd(),
-        stdio[1].as_raw_fd(),
-        stdio[2].as_raw_fd(),
-        sync.as_raw_fd(),
+        fds[0].as_raw_fd(),
+        fds[1].as_raw_fd(),
+        fds[2].as_raw_fd(),
+        fds[3].as_raw_fd(),
         host_mnt.as_raw_fd(),
     ];
 
@@ -214,7 +248,7 @@ pub fn userns_holder(join: Option<BorrowedFd<'_>>) -> Result<(i32, OwnedFd)> {
 /// Make `fds[i]` fd number `i` (async-signal-safe: no allocation). Every source is first moved
 /// above the target range, so no dup2 clobbers a source still to be placed; the copies are
 /// close-on-exec. At most MAX_PROGRAM_FDS fds.
-unsafe fn place_fds(fds: &[RawFd]) -> bool {
+pub(crate) unsafe fn place_fds(fds: &[RawFd]) -> bool {
     let mut high = [0 as RawFd; MAX_PROGRAM_FDS];
     if fds.len() > MAX_PROGRAM_FDS {
         return false;

@@ -150,7 +150,7 @@ pub const CRI_HANDLER: &str = "crt";
 impl Containerd {
     /// Starts a private containerd of `version`, waits until it answers and imports the image.
     pub fn start(version: Version) -> Containerd {
-        Self::start_with(version, false, false)
+        Self::start_with(version, false, false, false)
     }
 
     /// Like [`Containerd::start`], with containerd (and so every shim and runtime it starts)
@@ -158,17 +158,28 @@ impl Containerd {
     /// unmounted: Debian 12's crun refuses hybrid cgroups, and the benchmark measures every
     /// runtime in that same view.
     pub fn start_v1_view(version: Version) -> Containerd {
-        Self::start_with(version, false, true)
+        Self::start_with(version, false, true, false)
+    }
+
+    /// [`Containerd::start_v1_view`] with the state dir (bundles, shim and runc state) on a
+    /// tmpfs, as `/run/containerd` is on any systemd host; the benchmark's view.
+    pub fn start_bench(version: Version) -> Containerd {
+        Self::start_with(version, false, true, true)
     }
 
     /// Like [`Containerd::start`], with the CRI plugin on (handler [`CRI_HANDLER`]), a private
     /// CNI bridge and range, and the busybox and pause images in namespace `k8s.io`; ctr then
     /// works in `k8s.io` too.
     pub fn start_cri(version: Version) -> Containerd {
-        Self::start_with(version, true, false)
+        Self::start_with(version, true, false, false)
     }
 
-    fn start_with(version: Version, cri: bool, hide_unified: bool) -> Containerd {
+    fn start_with(
+        version: Version,
+        cri: bool,
+        hide_unified: bool,
+        state_tmpfs: bool,
+    ) -> Containerd {
         let uid = fs::read_to_string("/proc/self/status")
             .unwrap_or_default()
             .lines()
@@ -210,6 +221,17 @@ impl Containerd {
         let (dir, suffix) = util::make_temp_dir("/tmp/crt");
         for d in ["root", "state", "s", "harness", "opt"] {
             fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        if state_tmpfs {
+            // Unmounted by stop(), with everything else below the dir.
+            let st = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "mode=0711", "tmpfs"])
+                .arg(dir.join("state"))
+                .status();
+            assert!(
+                st.is_ok_and(|s| s.success()),
+                "mount a tmpfs on the state dir"
+            );
         }
         let cri_bridge = cri.then(|| cri_setup(&dir, &suffix));
         let config = dir.join("config.toml");

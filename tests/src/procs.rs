@@ -127,6 +127,19 @@ pub fn parent(pid: u32) -> Option<u32> {
     after.split(' ').nth(1)?.parse().ok()
 }
 
+/// argv[1] of crt's zygote, the helper each crt shim keeps to fork its init and exec helpers.
+pub const ZYGOTE_ARG: &str = "__crt_zygote";
+
+/// The zygote of shim `shim`: its child whose argv[1] is [`ZYGOTE_ARG`].
+pub fn zygote_of(shim: u32) -> Option<u32> {
+    all_procs()
+        .into_iter()
+        .find(|p| {
+            p.args.get(1).map(String::as_str) == Some(ZYGOTE_ARG) && parent(p.pid) == Some(shim)
+        })
+        .map(|p| p.pid)
+}
+
 /// The `NSpid:` line of /proc/<pid>/status: the pid in each nested pid namespace, outermost first.
 pub fn ns_pids(pid: u32) -> Vec<u32> {
     fs::read_to_string(format!("/proc/{pid}/status"))

@@ -9,6 +9,7 @@ use crt_e2e::{
 crt_e2e::scenarios!(
     shim_sigkill,
     shim_sigkill_during_create,
+    zygote_killed,
     sequential_20,
     concurrent_5,
     bad_config
@@ -119,6 +120,55 @@ fn shim_sigkill_during_create(c: &Containerd) {
             allow_stale_shim_sockets: c.is_runc(),
         },
     );
+}
+
+/// crt's shim forks its helpers from a zygote it starts with itself. A zygote killed (OOM
+/// killer, an admin) costs only time: the shim reaps it, the next exec's helper is exec'd as
+/// before, and nothing is left. runc's shim has no zygote.
+fn zygote_killed(c: &Containerd) {
+    let id = c.new_id("zygote");
+    let pid = c.run_detached(&[], &id, &["sleep", "1000"]);
+    if !c.is_runc() {
+        let shim = c.shim_pid_for(&id, pid).expect("no shim for the container");
+        let zygote = procs::zygote_of(shim).unwrap_or_else(|| {
+            panic!(
+                "shim {shim} has no zygote (a child with argv[1] {})",
+                procs::ZYGOTE_ARG
+            )
+        });
+        let ex = c.ctr_timeout(&["task", "exec", "--exec-id", "z1", &id, "true"], secs(60));
+        assert!(ex.success(), "exec through the zygote: {ex}");
+        let start = procs::start_time(zygote).expect("zygote vanished");
+        assert!(util::kill(zygote, "KILL"), "kill -9 {zygote} failed");
+        let reaped = poll(secs(20), || {
+            procs::start_time(zygote)
+                .is_none_or(|s| s != start)
+                .then_some(())
+        });
+        assert!(
+            reaped.is_some(),
+            "the shim did not reap its killed zygote {zygote}"
+        );
+    }
+    let ex = c.ctr_timeout(
+        &[
+            "task",
+            "exec",
+            "--exec-id",
+            "z2",
+            &id,
+            "sh",
+            "-c",
+            "echo after",
+        ],
+        secs(60),
+    );
+    assert!(
+        ex.success() && ex.stdout.contains("after"),
+        "exec without a zygote: {ex}"
+    );
+    c.kill_and_remove(&id);
+    assert_no_leaks(c, &[&id]);
 }
 
 /// 20 containers in a row: each prints its number; afterwards nothing is left (no shim kept

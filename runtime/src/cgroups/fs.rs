@@ -38,6 +38,37 @@ pub(crate) fn write_file(path: &Path, value: &str) -> Result<()> {
         })
 }
 
+/// Like [`write_file`], but each file stays open in `open` for the next value to it, one
+/// write(2) per value still: v1's devices.allow takes one rule per write, and the usual list
+/// is about twenty, each open and close of a cgroup file costing as much as the write.
+pub(crate) fn write_file_kept(
+    open: &mut Vec<(std::path::PathBuf, fs::File)>,
+    path: &Path,
+    value: &str,
+) -> Result<()> {
+    log::debug!("cgroup: {} <- {value:?}", path.display());
+    #[cfg(test)]
+    record::note(path, value);
+    let err = |source| CgroupError::Write {
+        path: path.to_path_buf(),
+        value: value.to_string(),
+        source,
+    };
+    let i = match open.iter().position(|(p, _)| p == path) {
+        Some(i) => i,
+        None => {
+            let f = OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(path)
+                .map_err(err)?;
+            open.push((path.to_path_buf(), f));
+            open.len() - 1
+        }
+    };
+    open[i].1.write_all(value.as_bytes()).map_err(err)
+}
+
 /// Tests observe the order of writes (it matters to the kernel, but a
 /// tempdir accepts any order).
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use nix::sys::signal::Signal;
 use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxDeviceCgroup, LinuxMemory, LinuxResources};
 
-use super::fs::{self, knob_error, set_knob};
+use super::fs::{self, knob_error, set_knob, write_file_kept};
 use super::path::check_leaf;
 use super::{CgroupError, MountSource, Result, DEFAULT_CGROUP_ROOT};
 
@@ -206,6 +206,7 @@ impl Manager {
     fn apply_devices(&self, devices: &[LinuxDeviceCgroup]) -> Result<()> {
         // Spec order matters: the usual list starts with a deny-all
         // ("a *:* rwm") and then allows specific devices.
+        let mut open = Vec::new();
         for (i, d) in devices.iter().enumerate() {
             let field = format!("linux.resources.devices[{i}]");
             let rule = device_rule(d).map_err(|reason| invalid(&field, reason))?;
@@ -214,7 +215,8 @@ impl Manager {
             } else {
                 "devices.deny"
             };
-            self.set(&field, "devices", file, &rule)?;
+            let path = self.dir_for(&field, "devices")?.join(file);
+            write_file_kept(&mut open, &path, &rule).map_err(|e| knob_error(&field, &path, e))?;
         }
         Ok(())
     }

@@ -19,8 +19,22 @@ use crate::channel::{Channel, Msg};
 use crate::spawn::{HOST_MNT_FD, SYNC_FD};
 use crate::spec::{ExecPlan, Plan, ProcessPlan};
 
+/// Set in a helper the zygote forked once it had left its throwaway mount namespace: the
+/// helper starts in the runtime's already, and has no [`HOST_MNT_FD`] (zygote.rs).
+static FORKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Entry point when argv[1] is [`crate::spawn::INIT_ARG`]. Never returns.
 pub fn main() -> ! {
+    serve()
+}
+
+/// Entry point of a helper forked by the zygote, its fds placed. Never returns.
+pub(crate) fn main_forked() -> ! {
+    FORKED.store(true, std::sync::atomic::Ordering::Relaxed);
+    serve()
+}
+
+fn serve() -> ! {
     // Until it execs the user's program, nothing in the container may open this process's
     // /proc files (its exe is our binary): exec makes the program dumpable again.
     // SAFETY: prctl with integer arguments.
@@ -80,6 +94,13 @@ fn fork_into_pid_ns(ch: &mut Channel) -> Result<(), String> {
 /// propagate to and from the host exactly as the spec's propagation says.
 /// `back` goes back without a new one (a user namespace comes first, see userns.rs).
 fn container_mount_namespace(new: bool, back: bool) -> Result<(), String> {
+    if FORKED.load(std::sync::atomic::Ordering::Relaxed) {
+        if new {
+            unshare(CloneFlags::CLONE_NEWNS)
+                .map_err(|e| format!("unshare mount namespace: {e}"))?;
+        }
+        return Ok(());
+    }
     // SAFETY: fd 4 was placed by the runtime's spawn and is ours alone.
     let host = unsafe { OwnedFd::from_raw_fd(HOST_MNT_FD) };
     if new || back {

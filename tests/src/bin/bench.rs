@@ -121,6 +121,15 @@ fn proc_field(pid: u32, file: &str, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// [`proc_field`] summed over a shim and, for crt's, the zygote it keeps to fork its helpers:
+/// memory and threads per shim are the shim's and its zygote's together.
+fn shim_field(shim: u32, file: &str, field: &str) -> u64 {
+    std::iter::once(shim)
+        .chain(crt_e2e::procs::zygote_of(shim))
+        .map(|p| proc_field(p, file, field))
+        .sum()
+}
+
 fn knob(name: &str, full: usize, quick: usize, is_quick: bool) -> usize {
     std::env::var(name)
         .ok()
@@ -183,17 +192,19 @@ fn main() {
         Ok("1.6") => Version::V16,
         _ => Version::V2,
     };
-    let c = Containerd::start_v1_view(version);
+    let c = Containerd::start_bench(version);
     if std::env::var("BENCH_ONLY").as_deref() == Ok("alone") {
-        for (n, v, p) in shim_alone(&c, runs) {
-            let (m, lo, hi) = stats(v);
+        let alone = shim_alone(&c, runs);
+        for (n, v, p) in &alone {
+            let (m, lo, hi) = stats(v.clone());
             let phases = if p.is_empty() {
                 String::new()
             } else {
-                format!(" [{}]", phase_medians(&p))
+                format!(" [{}]", phase_medians(p))
             };
             println!("{n}: {m:.1} ms ({lo:.1}-{hi:.1}){phases}");
         }
+        println!("Create+Start+Wait+Delete: {}", calls_line(&alone));
         return;
     }
     let mut notes = Vec::new();
@@ -253,10 +264,18 @@ fn main() {
             // Beside target/bench.md, which `cargo run` writes from the repository root too.
             let _ = std::fs::write(format!("target/shim-idle-smaps-{}.txt", rts[i].name), smaps);
         }
+        if let Some(z) = crt_e2e::procs::zygote_of(*shim) {
+            if let Ok(smaps) = std::fs::read_to_string(format!("/proc/{z}/smaps")) {
+                let _ = std::fs::write(
+                    format!("target/shim-idle-smaps-{}-zygote.txt", rts[i].name),
+                    smaps,
+                );
+            }
+        }
         res[i].idle = (
-            proc_field(*shim, "status", "VmRSS"),
-            proc_field(*shim, "smaps_rollup", "Pss"),
-            proc_field(*shim, "status", "Threads"),
+            shim_field(*shim, "status", "VmRSS"),
+            shim_field(*shim, "smaps_rollup", "Pss"),
+            shim_field(*shim, "status", "Threads"),
         );
     }
     for n in 0..runs.max(execs) {
@@ -270,8 +289,8 @@ fn main() {
     }
     for (i, (id, shim)) in targets.iter().enumerate() {
         res[i].after_execs = (
-            proc_field(*shim, "status", "VmRSS"),
-            proc_field(*shim, "smaps_rollup", "Pss"),
+            shim_field(*shim, "status", "VmRSS"),
+            shim_field(*shim, "smaps_rollup", "Pss"),
         );
         c.kill_and_remove(id);
     }
@@ -286,7 +305,7 @@ fn main() {
         let shims = new_shims(&c, rt, &before);
         let total: u64 = shims
             .iter()
-            .map(|p| proc_field(*p, "smaps_rollup", "Pss"))
+            .map(|p| shim_field(*p, "smaps_rollup", "Pss"))
             .sum();
         res[i].pods_pss = (shims.len(), total as f64 / shims.len().max(1) as f64);
         remove_all(&c, &ids);
@@ -334,11 +353,16 @@ fn main() {
             phase_medians(p)
         ));
     }
+    table.push_str(&format!(
+        "- Create + Start + Wait + Delete (the calls, without `start`), median ms (p10-p90): {}\n",
+        calls_line(&alone)
+    ));
     json["shim_alone"] = json!(alone
         .iter()
-        .map(|(n, v, _)| {
+        .map(|(n, v, p)| {
             let (m, lo, hi) = stats(v.clone());
-            json!({"name": n, "median_ms": m, "p10_ms": lo, "p90_ms": hi})
+            let calls_ms = (!p.is_empty()).then(|| stats(p.iter().map(calls).collect()).0);
+            json!({"name": n, "median_ms": m, "p10_ms": lo, "p90_ms": hi, "calls_median_ms": calls_ms})
         })
         .collect::<Vec<_>>());
     json["pod"] = json!(pod
@@ -396,7 +420,8 @@ fn drive_shim(
         "containerd.task.v3.Task"
     };
     let ns = "bench";
-    let bundle = c.harness_dir().join(format!("bundle-{id}"));
+    // On the state dir's tmpfs, as containerd's bundles.
+    let bundle = c.state_dir().join("alone").join(id);
     std::fs::create_dir_all(&bundle).map_err(|e| e.to_string())?;
     let mut spec = c.config_spec(id, &["true"]);
     // Every runtime takes this one (Debian's crun refuses 2.x's 1.2 spec version).
@@ -614,6 +639,32 @@ fn shim_alone(c: &Containerd, runs: usize) -> Vec<(String, Vec<Duration>, Vec<Ph
 }
 
 /// Median of each phase, in ms: where a shim's time goes.
+/// Create + Start + Wait + Delete of one run: the sum the floor target is about (issue #7),
+/// without the `start` that forks the daemon.
+fn calls(p: &Phases) -> Duration {
+    p[1..].iter().sum()
+}
+
+/// The calls' median and spread, and the median's ratio to the floor's, as one line.
+fn calls_line(alone: &[(String, Vec<Duration>, Vec<Phases>)]) -> String {
+    let floor = alone
+        .iter()
+        .find(|(n, _, _)| n == "floor")
+        .map(|(_, v, _)| stats(v.clone()).0);
+    alone
+        .iter()
+        .filter(|(_, _, p)| !p.is_empty())
+        .map(|(n, _, p)| {
+            let (m, lo, hi) = stats(p.iter().map(calls).collect());
+            let ratio = floor
+                .map(|f| format!(", {:.1}x the floor", m / f))
+                .unwrap_or_default();
+            format!("{n} {m:.1} ({lo:.1}-{hi:.1}){ratio}")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 fn phase_medians(p: &[Phases]) -> String {
     PHASES
         .iter()
@@ -673,8 +724,8 @@ fn pod_memory(version: Version, n: usize) -> Vec<(&'static str, u64, u64)> {
             .unwrap_or(0);
         out.push((
             handler,
-            proc_field(shim, "status", "VmRSS"),
-            proc_field(shim, "smaps_rollup", "Pss"),
+            shim_field(shim, "status", "VmRSS"),
+            shim_field(shim, "smaps_rollup", "Pss"),
         ));
         let _ = c.crictl(&["rmp", "-f", &pod]);
     }

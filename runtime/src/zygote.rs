@@ -1,0 +1,325 @@
+//! The zygote: one init helper per shim, exec'd when the shim starts (spawn.rs: through its
+//! read-only executable), that forks every later helper, a container's init or an exec.
+//!
+//! Why: exec'ing our binary for each helper cost about 1 ms of every Create and exec, measured
+//! on a VM: the exec itself, glibc's start-up (dozens of CPUIDs, each trapped by the
+//! hypervisor) and leaving the throwaway mount namespace (an expedited RCU grace period). A fork
+//! of the single-threaded zygote is a fresh single-threaded process, so it may run ordinary
+//! Rust, and it inherits the zygote's read-only /proc/self/exe.
+//!
+//! On the zygote's socket the runtime sends 8 bytes (the clone flags) with the helper's fds
+//! 0-3 and, on cgroup v2, its cgroup directory (SCM_RIGHTS, one sendmsg); the zygote answers 8
+//! bytes, the helper's pid or -errno of clone3. CLONE_PARENT makes each helper the shim's own
+//! child, so the shim's one reaper reaps it as before, and its exit signal is the zygote's,
+//! SIGCHLD. A zygote that is gone (killed, or it failed to start) only means helpers are
+//! exec'd one by one again ([`spawn_helper`]).
+
+use std::io::{IoSlice, IoSliceMut, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+
+use crate::error::{Result, RuntimeError};
+use crate::spawn::{self, CloneArgs, HOST_MNT_FD, SYNC_FD};
+
+/// argv[1] that makes `main` run the zygote.
+pub const ZYGOTE_ARG: &str = "__crt_zygote";
+
+const CLONE_PARENT: u64 = libc::CLONE_PARENT as u64;
+/// stdin, stdout, stderr, the helper's channel, and on v2 its cgroup.
+const MAX_FDS: usize = 5;
+
+struct Zygote {
+    pid: i32,
+    sock: UnixStream,
+}
+
+/// The shim's zygote; `None` before [`start`] and once it is gone.
+static ZYGOTE: Mutex<Option<Zygote>> = Mutex::new(None);
+
+fn zygote() -> MutexGuard<'static, Option<Zygote>> {
+    ZYGOTE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Start the zygote; the shim daemon calls this once, first thing. A failure costs only time:
+/// helpers are then exec'd one by one. `owner` (the shim's bundle) names it in `ps`.
+pub fn start(owner: &str) -> Result<()> {
+    let (ours, theirs) = UnixStream::pair().map_err(crate::error::io("socketpair"))?;
+    let pid = spawn::spawn_zygote(theirs.as_fd(), owner)?;
+    *zygote() = Some(Zygote { pid, sock: ours });
+    Ok(())
+}
+
+/// Let the zygote go (it exits when its socket closes) and wait for it, so a shim leaves no
+/// process behind. Only once the shim's reaper has stopped: then nobody else waits.
+pub fn stop() {
+    let Some(z) = zygote().take() else { return };
+    drop(z.sock);
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(z.pid), None);
+}
+
+/// The zygote's pid, while it serves.
+pub fn pid() -> Option<i32> {
+    zygote().as_ref().map(|z| z.pid)
+}
+
+/// A helper asked for, its pid not read yet ([`Spawning::pid`]); what happens in between (the
+/// v1 cgroup's creation) overlaps the helper's clone3.
+pub(crate) struct Spawning {
+    flags: u64,
+    state: SpawnState,
+}
+
+enum SpawnState {
+    /// The zygote's answer is pending; the guard keeps other requests out until it is read.
+    Asked(MutexGuard<'static, Option<Zygote>>),
+    Exec(i32),
+    Done,
+}
+
+/// Start a helper in new namespaces `ns_flags` (on v2 in `cgroup`, which must exist) with
+/// `stdio` as its fds 0-2 and `sync` as fd 3: forked by the zygote, or exec'd when there is
+/// none.
+pub(crate) fn spawn_helper(
+    ns_flags: i32,
+    cgroup: Option<BorrowedFd<'_>>,
+    stdio: [BorrowedFd<'_>; 3],
+    sync: BorrowedFd<'_>,
+) -> Result<Spawning> {
+    let flags = ns_flags as u32 as u64;
+    let mut g = zygote();
+    if let Some(z) = g.as_mut() {
+        let mut fds = vec![
+            stdio[0].as_raw_fd(),
+            stdio[1].as_raw_fd(),
+            stdio[2].as_raw_fd(),
+            sync.as_raw_fd(),
+        ];
+        fds.extend(cgroup.map(|c| c.as_raw_fd()));
+        match send_request(&z.sock, flags, &fds) {
+            Ok(()) => {
+                return Ok(Spawning {
+                    flags,
+                    state: SpawnState::Asked(g),
+                })
+            }
+            Err(e) => {
+                log::warn!(
+                    "zygote {} gone ({e}): helpers are exec'd from now on",
+                    z.pid
+                );
+                *g = None;
+            }
+        }
+    }
+    drop(g);
+    let pid = spawn::spawn_init(ns_flags, cgroup, stdio, sync)?;
+    Ok(Spawning {
+        flags,
+        state: SpawnState::Exec(pid),
+    })
+}
+
+impl Spawning {
+    /// The helper's pid, as the caller's pid namespace sees it.
+    pub(crate) fn pid(mut self) -> Result<i32> {
+        match std::mem::replace(&mut self.state, SpawnState::Done) {
+            SpawnState::Exec(pid) => Ok(pid),
+            SpawnState::Asked(mut g) => {
+                let answer = g.as_ref().map(|z| read_answer(&z.sock));
+                match answer {
+                    Some(Ok(v)) if v > 0 => Ok(v as i32),
+                    Some(Ok(v)) => Err(RuntimeError::Sys {
+                        op: "clone3",
+                        path: format!("flags {:#x}", self.flags | CLONE_PARENT),
+                        source: nix::errno::Errno::from_raw((-v) as i32),
+                    }),
+                    Some(Err(e)) => {
+                        *g = None;
+                        Err(RuntimeError::Init(format!(
+                            "the zygote died while starting a helper: {e}"
+                        )))
+                    }
+                    None => Err(RuntimeError::Init("no zygote".into())),
+                }
+            }
+            SpawnState::Done => Err(RuntimeError::Init("helper pid read twice".into())),
+        }
+    }
+}
+
+impl Drop for Spawning {
+    /// An answer left unread would be taken for the next request's: read it. The helper, if
+    /// any, exits when it reads EOF on its channel, which the caller dropped.
+    fn drop(&mut self) {
+        if let SpawnState::Asked(g) = &mut self.state {
+            if let Some(z) = g.as_ref() {
+                if read_answer(&z.sock).is_err() {
+                    **g = None;
+                }
+            }
+        }
+    }
+}
+
+fn send_request(sock: &UnixStream, flags: u64, fds: &[RawFd]) -> std::io::Result<()> {
+    let buf = flags.to_le_bytes();
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    let n = sendmsg::<()>(
+        sock.as_raw_fd(),
+        &[IoSlice::new(&buf)],
+        &cmsg,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )?;
+    // A stream socket takes 8 bytes in one go; the rest, if ever, without the fds again.
+    (&*sock).write_all(&buf[n..])
+}
+
+fn read_answer(sock: &UnixStream) -> std::io::Result<i64> {
+    let mut buf = [0u8; 8];
+    (&*sock).read_exact(&mut buf)?;
+    Ok(i64::from_le_bytes(buf))
+}
+
+/// Entry point when argv[1] is [`ZYGOTE_ARG`]. Never returns: exits when the shim closes its
+/// socket.
+pub fn main() -> ! {
+    // As the helpers it forks: nothing may open its /proc files (its exe is our binary).
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    // SAFETY: fds 3 and 4 were placed by spawn_self and are ours alone.
+    let sock = unsafe { UnixStream::from_raw_fd(SYNC_FD) };
+    let mut host = Some(unsafe { OwnedFd::from_raw_fd(HOST_MNT_FD) });
+    loop {
+        if host.is_some() && !readable_within(&sock, LEAVE_WHEN_IDLE_MS) {
+            leave_throwaway_namespace(&mut host);
+            continue;
+        }
+        let (flags, fds) = match recv_request(&sock) {
+            Ok(Some(r)) => r,
+            _ => std::process::exit(0),
+        };
+        let answer = fork_helper(flags, &fds, host.as_ref());
+        drop(fds);
+        if (&sock).write_all(&answer.to_le_bytes()).is_err() {
+            std::process::exit(0);
+        }
+        leave_throwaway_namespace(&mut host);
+    }
+}
+
+/// How long a fresh zygote waits for its first request before it leaves its throwaway mount
+/// namespace anyway.
+const LEAVE_WHEN_IDLE_MS: i32 = 100;
+
+/// Back to the runtime's mount namespace, out of the throwaway one of our read-only
+/// executable (spawn.rs), so that no copy of the host's mounts lives as long as the shim (each
+/// would take every later host mount by propagation). Leaving destroys that namespace, which
+/// waits for an expedited RCU grace period, 0.3-1.3 ms on a VM: so it is done after the first
+/// answer (or when idle), off the path of the shim's first Create, whose helper goes back by
+/// itself, cheaply while we still hold the namespace.
+fn leave_throwaway_namespace(host: &mut Option<OwnedFd>) {
+    if let Some(h) = host.take() {
+        if nix::sched::setns(&h, nix::sched::CloneFlags::CLONE_NEWNS).is_err() {
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Whether `sock` has data (or EOF) within `ms`.
+fn readable_within(sock: &UnixStream, ms: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd.
+        match unsafe { libc::poll(&mut p, 1, ms) } {
+            -1 if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+            n => return n != 0,
+        }
+    }
+}
+
+/// `None` when the shim closed the socket.
+fn recv_request(sock: &UnixStream) -> std::io::Result<Option<(u64, Vec<OwnedFd>)>> {
+    let mut buf = [0u8; 8];
+    let mut got = 0;
+    let mut fds = Vec::new();
+    while got < buf.len() {
+        let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
+        let mut iov = [IoSliceMut::new(&mut buf[got..])];
+        let m = recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )?;
+        for c in m.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(got_fds) = c {
+                // SAFETY: the kernel just installed these fds for us.
+                fds.extend(
+                    got_fds
+                        .into_iter()
+                        .map(|f| unsafe { OwnedFd::from_raw_fd(f) }),
+                );
+            }
+        }
+        if m.bytes == 0 {
+            return if got == 0 {
+                Ok(None)
+            } else {
+                Err(std::io::ErrorKind::UnexpectedEof.into())
+            };
+        }
+        got += m.bytes;
+    }
+    Ok(Some((u64::from_le_bytes(buf), fds)))
+}
+
+/// clone3 one helper: the child places its fds and runs the init helper; the zygote gets the
+/// pid or -errno. `host`: the runtime's mount namespace while we are still in the throwaway
+/// one; the helper then goes back to it by itself, as an exec'd one does.
+fn fork_helper(flags: u64, fds: &[OwnedFd], host: Option<&OwnedFd>) -> i64 {
+    if fds.len() < 4 || fds.len() > MAX_FDS {
+        return -(libc::EINVAL as i64);
+    }
+    let mut args = CloneArgs {
+        flags: flags | CLONE_PARENT,
+        // CLONE_PARENT takes the zygote's own exit signal; clone3 wants 0 here.
+        exit_signal: 0,
+        ..Default::default()
+    };
+    if let Some(cg) = fds.get(4) {
+        args.flags |= spawn::CLONE_INTO_CGROUP;
+        args.cgroup = cg.as_raw_fd() as u64;
+    }
+    let mut raw: Vec<RawFd> = fds[..4].iter().map(|f| f.as_raw_fd()).collect();
+    raw.extend(host.map(|h| h.as_raw_fd()));
+    // SAFETY: a fork of this single-threaded process; the child continues as a fresh helper.
+    let ret = unsafe { spawn::clone3(&args) };
+    if ret == 0 {
+        // SAFETY: our own fds; from here on this process is the helper.
+        unsafe {
+            if !spawn::place_fds(&raw) {
+                libc::_exit(126);
+            }
+            libc::syscall(libc::SYS_close_range, raw.len() as u32, u32::MAX, 0u32);
+        }
+        if host.is_some() {
+            crate::init::main();
+        }
+        crate::init::main_forked();
+    }
+    if ret < 0 {
+        -(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO) as i64)
+    } else {
+        ret
+    }
+}
