@@ -9,7 +9,8 @@
 # How: the end-to-end suites run crt through a wrapper that starts every shim under
 # scripts/text-order/trace.c, which records each function of our binary that the shim and its
 # daemon enter (int3 at each function start, one trap each). The init helpers are not traced:
-# they are short-lived.
+# they are short-lived; nor is the zygote that forks them (a traced zygote's forks would inherit
+# its breakpoints); its start-up is the daemon's, traced there.
 #
 # A stale file only costs memory: names no longer in the binary are skipped by the linker.
 # Usage: scripts/text-order.sh BINARY   (a release build of containerd-shim-crt-v1; needs root)

@@ -193,6 +193,7 @@ pub fn main() -> ! {
     // SAFETY: fds 3 and 4 were placed by spawn_self and are ours alone.
     let sock = unsafe { UnixStream::from_raw_fd(SYNC_FD) };
     let mut host = Some(unsafe { OwnedFd::from_raw_fd(HOST_MNT_FD) });
+    release_code_pages();
     loop {
         if host.is_some() && !readable_within(&sock, LEAVE_WHEN_IDLE_MS) {
             leave_throwaway_namespace(&mut host);
@@ -208,7 +209,54 @@ pub fn main() -> ! {
             std::process::exit(0);
         }
         leave_throwaway_namespace(&mut host);
+        release_code_pages();
     }
+}
+
+/// Unmap from this process the pages of our binary's read-only segments (code, constants) that
+/// start-up and the last request faulted in: they stay in the page cache, which the shim maps
+/// too, and the zygote, asleep nearly always, faults back the few a request runs. Its memory is
+/// then what is its own (relocated data, heap, stack), not another copy of the shim's
+/// page-table view of the binary. Writable segments are left alone: MADV_DONTNEED would throw
+/// away their relocations.
+fn release_code_pages() {
+    unsafe extern "C" fn each(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        _data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: the loader hands us a valid dl_phdr_info for the duration of the call.
+        let info = unsafe { &*info };
+        let page = 4096u64;
+        for i in 0..info.dlpi_phnum as usize {
+            // SAFETY: dlpi_phdr points to dlpi_phnum program headers.
+            let ph = unsafe { &*info.dlpi_phdr.add(i) };
+            if ph.p_type != libc::PT_LOAD || ph.p_flags & libc::PF_W != 0 {
+                continue;
+            }
+            let start = info.dlpi_addr + ph.p_vaddr;
+            // Inward to whole pages: a page a writable segment might share is never touched.
+            let (lo, hi) = (
+                start.div_ceil(page) * page,
+                (start + ph.p_memsz) / page * page,
+            );
+            if hi > lo {
+                // SAFETY: a range of our own read-only file mapping; its pages refault from
+                // the file unchanged.
+                unsafe {
+                    libc::madvise(
+                        lo as *mut libc::c_void,
+                        (hi - lo) as usize,
+                        libc::MADV_DONTNEED,
+                    )
+                };
+            }
+        }
+        // Only the first object: the static binary itself (no others are loaded).
+        1
+    }
+    // SAFETY: dl_iterate_phdr with a callback that only reads what it is given.
+    unsafe { libc::dl_iterate_phdr(Some(each), std::ptr::null_mut()) };
 }
 
 /// How long a fresh zygote waits for its first request before it leaves its throwaway mount

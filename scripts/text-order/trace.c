@@ -37,7 +37,8 @@ static int poke_all(pid_t pid,unsigned long base,int save){
     long nw=(w&~0xffL)|0xcc; if(ptrace(PTRACE_POKETEXT,pid,a,nw)) return -1; }
   return 0;}
 static int is_helper(pid_t t){char p[64];snprintf(p,64,"/proc/%d/cmdline",t);FILE*f=fopen(p,"r");char b[4096];size_t n=f?fread(b,1,sizeof b-1,f):0;if(f)fclose(f);
-  for(size_t i=0;i+10<=n;i++) if(!memcmp(b+i,"__crt_init",10)) return 1;
+  // the init helpers and the zygote that forks them (its forks inherit an untraced image)
+  for(size_t i=0;i+10<=n;i++) if(!memcmp(b+i,"__crt_init",10)||(i+12<=n&&!memcmp(b+i,"__crt_zygote",12))) return 1;
   return 0;}
 int main(int argc,char**argv){
   if(argc<6||(strcmp(argv[4],"-p")&&strcmp(argv[4],"--"))){fprintf(stderr,"usage: trace OUT FUNCS BINPATH -p PID | -- CMD...\n");return 2;}

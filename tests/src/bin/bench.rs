@@ -7,20 +7,23 @@
 //! - its phases: `ctr run -d` (create, shim start, start), `ctr task delete` once `true` has
 //!   exited, `ctr containers rm`;
 //! - exec: `ctr task exec` of `true` into a running container;
-//! - one shim: RSS, Pss and threads idle, and RSS and Pss after `BENCH_EXECS` execs;
+//! - one shim: RSS, Pss and threads idle, and RSS and Pss after `BENCH_EXECS` execs (a crt
+//!   shim's numbers include its zygote, the process that forks its helpers);
 //! - `BENCH_PODS` running containers (one shim each): Pss per shim, as `smaps_rollup` says;
 //! - density: `BENCH_DENSITY` containers started one after another, then 4 at a time (wall
 //!   clock each), and their removal;
 //! - the shim alone, without containerd on the path: `shim start` as containerd runs it, then
 //!   Create, Start, Wait and Delete of `true` over ttrpc on a prepared bundle (containerd only
-//!   receives the events), and the floor: fork, unshare, pivot_root and exec of `true`;
+//!   receives the events), and the floor: fork, unshare, pivot_root and exec of `true`; the
+//!   calls' sum (Create + Start + Wait + Delete) against the floor;
 //! - the pod case: one CRI pod (another containerd, with CRI) of pause + min(`BENCH_PODS`, 10)
 //!   containers on crt and on runc: RSS and Pss of the pod's one shim.
 //!
 //! containerd runs in a mount namespace of its own with a hybrid host's
 //! /sys/fs/cgroup/unified unmounted (Debian 12's crun refuses hybrid cgroups), and every
 //! runtime is measured in that view. Debian's crun 1.8 also refuses containerd 2.x's spec
-//! version: `BENCH_CONTAINERD=1.6` measures it.
+//! version: `BENCH_CONTAINERD=1.6` measures it. Its state dir (bundles, shim and runc state) is
+//! a tmpfs, as /run/containerd is on a systemd host.
 //!
 //! Knobs: `QUICK=1` (about a minute), `BENCH_ONLY=alone` (just the shim alone), `BENCH_RUNS` (20), `BENCH_PODS` (20), `BENCH_EXECS` (50),
 //! `BENCH_DENSITY` (50), `BENCH_CONTAINERD` (`2` default, or `1.6`), `CRT_BIN_DIR` (make bench:
