@@ -26,6 +26,8 @@
 //! a tmpfs, as /run/containerd is on a systemd host.
 //!
 //! Knobs: `QUICK=1` (about a minute), `BENCH_ONLY=alone` (just the shim alone), `BENCH_RUNS` (20), `BENCH_PODS` (20), `BENCH_EXECS` (50),
+//! `BENCH_CRT_BASELINE` (the shim alone: a directory with another crt build, interleaved),
+//! `BENCH_CRT_ONLY=1` (the shim alone: no runc or crun),
 //! `BENCH_DENSITY` (50), `BENCH_CONTAINERD` (`2` default, or `1.6`), `CRT_BIN_DIR` (make bench:
 //! the release build).
 
@@ -594,8 +596,17 @@ fn shim_alone(c: &Containerd, runs: usize) -> Vec<(String, Vec<Duration>, Vec<Ph
         crt_e2e::crt_bin_dir().join("containerd-shim-crt-v1"),
         None,
     )];
+    // Another crt build (a directory holding its binary), interleaved run by run: a change's
+    // effect measured under the same drift.
+    if let Ok(dir) = std::env::var("BENCH_CRT_BASELINE") {
+        shims.push((
+            "crt-baseline".into(),
+            std::path::Path::new(&dir).join("containerd-shim-crt-v1"),
+            None,
+        ));
+    }
     for (name, bin) in [("runc", "/usr/sbin/runc"), ("crun", "/usr/bin/crun")] {
-        if std::path::Path::new(bin).exists() {
+        if std::path::Path::new(bin).exists() && std::env::var_os("BENCH_CRT_ONLY").is_none() {
             shims.push((
                 name.into(),
                 runc_shim.clone(),
