@@ -68,20 +68,33 @@ fn build() -> PathBuf {
 }
 
 /// Run the kit's image builder with `args` once per `key`: the tarball is cached under
-/// `CRT_TEST_IMAGE_CACHE` (default /tmp/crt-e2e-images), built under a name of this process's
-/// and renamed into place, as parallel test binaries may race here.
+/// `CRT_TEST_IMAGE_CACHE` (default /tmp/crt-e2e-images), built under a name of this build's own
+/// (process and sequence number: parallel test binaries, and parallel tests of one binary, race
+/// here) and renamed into place.
 fn build_cached(key: &str, name: &str, args: &[&std::ffi::OsStr], reference: &str) -> PathBuf {
-    let script = shared_dir().join("containerd2/build-busybox-image.py");
-    let cache = PathBuf::from(
+    let root = PathBuf::from(
         std::env::var("CRT_TEST_IMAGE_CACHE").unwrap_or_else(|_| "/tmp/crt-e2e-images".into()),
-    )
-    .join(key);
+    );
+    build_cached_in(&root, key, name, args, reference)
+}
+
+fn build_cached_in(
+    root: &Path,
+    key: &str,
+    name: &str,
+    args: &[&std::ffi::OsStr],
+    reference: &str,
+) -> PathBuf {
+    let script = shared_dir().join("containerd2/build-busybox-image.py");
+    let cache = root.join(key);
     let tar = cache.join(name);
     if tar.is_file() {
         return tar;
     }
     std::fs::create_dir_all(&cache).unwrap_or_else(|e| panic!("mkdir {}: {e}", cache.display()));
-    let tmp = cache.join(format!("build-{}.tar", std::process::id()));
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = cache.join(format!("build-{}-{seq}.tar", std::process::id()));
     let mut cmd = Command::new("python3");
     cmd.arg(&script).args(args).arg("-o").arg(&tmp);
     let out = run_timeout(cmd, secs(120));
@@ -117,6 +130,51 @@ pub fn pause_image_tar(bin_dir: &Path) -> PathBuf {
         &["pause".as_ref(), "--pause-bin".as_ref(), pause.as_os_str()],
         crate::PAUSE_IMAGE,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tests of one binary asking for the same uncached image at once must all get it (CI
+    /// once lost `cri::container_restart` to both building under one per-process name).
+    #[test]
+    fn concurrent_builds_in_one_process_all_succeed() {
+        let root = std::env::temp_dir().join(format!("crt-image-race-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let bb = busybox_bin();
+        let build = || {
+            build_cached_in(
+                &root,
+                "k",
+                "busybox-oci.tar",
+                &["busybox".as_ref(), "--busybox".as_ref(), bb.as_os_str()],
+                IMAGE,
+            )
+        };
+        let tars: Vec<PathBuf> = std::thread::scope(|s| {
+            let builders: Vec<_> = (0..4).map(|_| s.spawn(build)).collect();
+            builders
+                .into_iter()
+                .map(|b| b.join().expect("a concurrent build failed"))
+                .collect()
+        });
+        assert!(
+            tars.iter().all(|t| t == &tars[0]),
+            "different paths: {tars:?}"
+        );
+        assert!(tars[0].is_file(), "{} missing", tars[0].display());
+        let leftovers: Vec<_> = std::fs::read_dir(root.join("k"))
+            .expect("read cache dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("build-"))
+            .collect();
+        assert!(
+            leftovers.is_empty(),
+            "temporary tarballs left: {leftovers:?}"
+        );
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }
 
 /// Applets linked into a hand-made rootfs (for `ctr run --config` specs with an absolute root).
