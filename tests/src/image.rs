@@ -132,6 +132,30 @@ pub fn pause_image_tar(bin_dir: &Path) -> PathBuf {
     )
 }
 
+/// Applets linked into a hand-made rootfs (for `ctr run --config` specs with an absolute root).
+pub const ROOTFS_APPLETS: &[&str] = &[
+    "sh", "cat", "echo", "sleep", "grep", "sed", "ls", "wc", "head", "test", "readlink", "stat",
+    "id", "true", "false", "mkdir", "touch",
+];
+
+/// Creates a minimal busybox rootfs at `dir` (bin/busybox + symlinked applets, empty mount points).
+pub fn make_rootfs(dir: &Path) {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for d in ["proc", "dev", "sys", "tmp", "etc", "run"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::copy(busybox_bin(), bin.join("busybox")).expect("copy busybox");
+    for a in ROOTFS_APPLETS {
+        std::os::unix::fs::symlink("busybox", bin.join(a)).unwrap();
+    }
+    std::fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )
+    .unwrap();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,28 +199,4 @@ mod tests {
         );
         let _ = std::fs::remove_dir_all(&root);
     }
-}
-
-/// Applets linked into a hand-made rootfs (for `ctr run --config` specs with an absolute root).
-pub const ROOTFS_APPLETS: &[&str] = &[
-    "sh", "cat", "echo", "sleep", "grep", "sed", "ls", "wc", "head", "test", "readlink", "stat",
-    "id", "true", "false", "mkdir", "touch",
-];
-
-/// Creates a minimal busybox rootfs at `dir` (bin/busybox + symlinked applets, empty mount points).
-pub fn make_rootfs(dir: &Path) {
-    let bin = dir.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    for d in ["proc", "dev", "sys", "tmp", "etc", "run"] {
-        std::fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    std::fs::copy(busybox_bin(), bin.join("busybox")).expect("copy busybox");
-    for a in ROOTFS_APPLETS {
-        std::os::unix::fs::symlink("busybox", bin.join(a)).unwrap();
-    }
-    std::fs::write(
-        dir.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
-    )
-    .unwrap();
 }
