@@ -1,6 +1,7 @@
 //! crt's containerd shim v2: `start`/`delete`, and the daemon serving the Task API.
 
 pub mod args;
+mod argv;
 mod daemon;
 mod events;
 mod io;
@@ -51,7 +52,6 @@ pub fn main(argv: &[String]) -> i32 {
             println!("{:#}", crt_runtime::features::features());
             Ok(())
         }
-        "daemon" => daemon::run(&a, 3),
         "" => Err("no action given (start, delete)".to_string()),
         other => Err(format!("unknown action {other:?}")),
     };
