@@ -17,9 +17,10 @@ use crate::error::{Result, RuntimeError};
 pub const INIT_ARG: &str = "__crt_init";
 /// The sync socket's fd number in the helper.
 pub const SYNC_FD: RawFd = 3;
-/// The runtime's mount namespace in the helper: the helper starts in a throwaway mount
-/// namespace (for its read-only executable) and goes back to this one to make the container's,
-/// so the container's mounts keep their propagation relation to the host's.
+/// The runtime's mount namespace in the helper: where the helper starts in a throwaway mount
+/// namespace (for its read-only executable, when no detached one could be made) it goes back to
+/// this one to make the container's, so the container's mounts keep their propagation relation
+/// to the host's.
 pub const HOST_MNT_FD: RawFd = 4;
 
 #[repr(C)]
@@ -123,14 +124,16 @@ fn spawn_self(
 ) -> Result<i32> {
     // CVE-2019-5736: the helper runs inside the container until it execs the user's program,
     // and a `#!/proc/self/exe` entrypoint would run it there as the program. Its executable is
-    // therefore our binary seen through a read-only bind mount made in the child's own mount
-    // namespace (never the host's): /proc/PID/exe of either can never be opened for writing.
-    // The zygote's forks inherit its executable, so they are covered too.
+    // therefore our binary seen through a read-only bind mount: /proc/PID/exe can never be
+    // opened for writing. The zygote's forks inherit its executable, so they are covered too.
+    // Best a detached bind (no namespace holds it) exec'd through its fd; else one made in the
+    // child's own throwaway mount namespace (never the host's).
+    let sealed = sealed_exe();
     let real = std::fs::read_link("/proc/self/exe")
         .ok()
-        .filter(|p| p.is_absolute() && p.exists());
+        .filter(|p| sealed.is_none() && p.is_absolute() && p.exists());
     let protect = real.is_some();
-    if !protect {
+    if sealed.is_none() && !protect {
         log::warn!("our binary's path is gone (upgraded?): the init helper runs without a read-only executable");
     }
     let exe = CString::new(
@@ -146,18 +149,21 @@ fn spawn_self(
         op: "open /proc/self/ns/mnt",
         source,
     })?;
-    let fds: [RawFd; 5] = [
+    let fds: [RawFd; 6] = [
         fds[0].as_raw_fd(),
         fds[1].as_raw_fd(),
         fds[2].as_raw_fd(),
         fds[3].as_raw_fd(),
         host_mnt.as_raw_fd(),
+        sealed.unwrap_or(-1),
     ];
+    // Without a detached bind, a throwaway mount namespace for the read-only one; the
+    // container's own is made (or joined) by the helper after it went back to HOST_MNT_FD
+    // (with a detached bind, that is the namespace it is in).
+    let throwaway = if protect { libc::CLONE_NEWNS } else { 0 };
 
     let mut args = CloneArgs {
-        // Always a throwaway mount namespace for the read-only bind; the container's own is
-        // made (or joined) by the helper after it went back to HOST_MNT_FD.
-        flags: (ns_flags | libc::CLONE_NEWNS) as u32 as u64,
+        flags: (ns_flags | throwaway) as u32 as u64,
         exit_signal: libc::SIGCHLD as u64,
         ..Default::default()
     };
@@ -276,19 +282,70 @@ unsafe fn reset_signals() {
     libc::signal(libc::SIGPIPE, libc::SIG_DFL);
 }
 
+/// Our binary on a detached read-only bind mount, as an O_PATH fd to exec through, made once
+/// per process; `None` where the new mount API is refused (before Linux 5.12, or without
+/// CAP_SYS_ADMIN over our mount namespace).
+///
+/// Why not a bind in a throwaway mount namespace for each child: the clone copies every host
+/// mount, and leaving that namespace (or its child's exit) destroys it, which waits for an
+/// expedited RCU grace period, 0.3-1.3 ms on a VM. The fd is kept for the process's life:
+/// closing the last fd of a detached mount dissolves it, with the same wait. /proc/self/exe
+/// pins the very binary this process runs, even once an upgrade replaced its path.
+fn sealed_exe() -> Option<RawFd> {
+    static SEALED: std::sync::OnceLock<Option<OwnedFd>> = std::sync::OnceLock::new();
+    SEALED
+        .get_or_init(|| {
+            let made = crate::mount_api::clone_tree("/proc/self/exe", false).and_then(|fd| {
+                crate::mount_api::set_attr(
+                    fd.as_fd(),
+                    false,
+                    crate::mount_api::MOUNT_ATTR_RDONLY,
+                    0,
+                    None,
+                    "our binary",
+                )
+                .map(|()| fd)
+            });
+            made.map_err(|e| log::info!("no detached read-only executable ({e}): helpers start in a throwaway mount namespace"))
+                .ok()
+        })
+        .as_ref()
+        .map(|fd| fd.as_raw_fd())
+}
+
+/// Where the detached executable's fd goes in the child, after fds 0-3 and HOST_MNT_FD.
+const SEALED_FD: RawFd = 5;
+
 /// Runs in the cloned child: async-signal-safe calls only.
 unsafe fn exec_child(
-    fds: &[RawFd; 5],
+    fds: &[RawFd; 6],
     protect: bool,
     exe: *const libc::c_char,
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
 ) -> ! {
-    if !place_fds(fds) {
+    let sealed = fds[5] >= 0;
+    if !place_fds(if sealed { &fds[..] } else { &fds[..5] }) {
         libc::_exit(126);
     }
-    // Nothing of the shim's (ttrpc sockets, other containers' fifos) may reach the container.
-    libc::syscall(libc::SYS_close_range, 5u32, u32::MAX, 0u32);
+    // Nothing of the shim's (ttrpc sockets, other containers' fifos) may reach the container;
+    // the executable's fd is closed by the exec itself.
+    let keep = if sealed { SEALED_FD + 1 } else { SEALED_FD };
+    libc::syscall(libc::SYS_close_range, keep as u32, u32::MAX, 0u32);
+    if sealed {
+        if libc::fcntl(SEALED_FD, libc::F_SETFD, libc::FD_CLOEXEC) != 0 {
+            libc::_exit(125);
+        }
+        libc::syscall(
+            libc::SYS_execveat,
+            SEALED_FD,
+            c"".as_ptr(),
+            argv,
+            envp,
+            libc::AT_EMPTY_PATH,
+        );
+        libc::_exit(127);
+    }
     if protect {
         let none: *const libc::c_char = std::ptr::null();
         // Private first, so the bind never propagates to the host.

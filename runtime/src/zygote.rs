@@ -264,7 +264,7 @@ fn release_code_pages() {
 const LEAVE_WHEN_IDLE_MS: i32 = 100;
 
 /// Back to the runtime's mount namespace, out of the throwaway one of our read-only
-/// executable (spawn.rs), so that no copy of the host's mounts lives as long as the shim (each
+/// executable where spawn.rs had to make one (else this setns changes nothing), so that no copy of the host's mounts lives as long as the shim (each
 /// would take every later host mount by propagation). Leaving destroys that namespace, which
 /// waits for an expedited RCU grace period, 0.3-1.3 ms on a VM: so it is done after the first
 /// answer (or when idle), off the path of the shim's first Create, whose helper goes back by

@@ -17,6 +17,8 @@ pub fn run(a: &Args, listener: RawFd) -> Result<(), String> {
     let bundle = std::env::current_dir().map_err(|e| format!("cwd: {e}"))?;
     // First: its exec and start-up (about 1 ms) overlap ours and containerd's Create on the way.
     let zygote = crt_runtime::zygote::start(&bundle.to_string_lossy());
+    // Forked from `start`, this process still shows its command line.
+    crate::argv::rename_action("start", "serve");
     let level = std::env::var(crate::options::LOG_LEVEL_ENV)
         .ok()
         .and_then(|l| l.parse().ok());

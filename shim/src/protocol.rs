@@ -125,7 +125,6 @@ fn daemonize(d: Args, level: Option<log::LevelFilter>, listener: UnixListener) -
     if !detached {
         return 1;
     }
-    crate::argv::rename_action("start", "serve");
     if let Some(level) = level {
         std::env::set_var(crate::options::LOG_LEVEL_ENV, level.as_str());
     }
