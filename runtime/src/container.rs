@@ -75,18 +75,6 @@ impl Container {
             ));
         }
         let res = (|| {
-            let cg = Manager::new(loaded.cgroups_path.as_deref(), opts.id)?;
-            // Recorded before anything is made, so a crash in between still gets it removed.
-            st.cgroup = Some(cg.state());
-            let rootfs_target = (!opts.rootfs.is_empty()).then(|| opts.bundle.join("rootfs"));
-            st.rootfs_mount = rootfs_target.clone();
-            state::save(opts.bundle, &st)?;
-            if let Some(target) = rootfs_target {
-                rootfs_mount::mount_all(opts.rootfs, &target)?;
-                undo.rootfs = Some(target);
-            }
-            undo.cgroup = Some(Manager::from_state(&cg.state()));
-
             // With a user namespace the helper makes every namespace itself, after the user
             // namespace, so that one owns them (userns.rs).
             let userns = loaded.plan.has_ns(libc::CLONE_NEWUSER);
@@ -107,6 +95,32 @@ impl Container {
                         .contains(&n.flag)
                 })
                 .fold(0, |f, n| f | n.flag);
+            // On v1 the helper is asked for first: its clone3 (the new namespaces) overlaps
+            // reading the host's cgroup layout, the state save, the rootfs mount and the
+            // cgroup's creation, and its plan, sent once they are done, moves it in first
+            // thing. On v2 it is cloned straight into the cgroup, which must exist by then.
+            // Until it has its plan it does nothing: dropped, it reads EOF and exits.
+            let mut early = if crate::cgroups::unified_root() {
+                None
+            } else {
+                Some(request_helper(flags, None, opts.stdio)?)
+            };
+            let cg = Manager::new(loaded.cgroups_path.as_deref(), opts.id)?;
+            if cg.is_v2() {
+                // The root's statfs said v1 but mountinfo says v2: this one must be cloned
+                // into the cgroup.
+                early = None;
+            }
+            // Recorded before anything is made, so a crash in between still gets it removed.
+            st.cgroup = Some(cg.state());
+            let rootfs_target = (!opts.rootfs.is_empty()).then(|| opts.bundle.join("rootfs"));
+            st.rootfs_mount = rootfs_target.clone();
+            state::save(opts.bundle, &st)?;
+            if let Some(target) = rootfs_target {
+                rootfs_mount::mount_all(opts.rootfs, &target)?;
+                undo.rootfs = Some(target);
+            }
+            undo.cgroup = Some(Manager::from_state(&cg.state()));
             // Saved once the helper is ready: a shim that dies before then closes the helper's
             // channel, and a helper that reads EOF exits, so there is nothing to kill.
             let mut record_pid = |pid: i32| -> Result<()> {
@@ -115,17 +129,7 @@ impl Container {
                 st.pid_start = state::pid_start(pid).unwrap_or(0);
                 Ok(())
             };
-            // On v1 the helper is asked for first: its clone3 (the new namespaces) overlaps
-            // the cgroup's creation, and its plan, sent once that is done, moves it in first
-            // thing. On v2 it is cloned straight into the cgroup, which must exist by then.
-            let early = if cg.is_v2() {
-                None
-            } else {
-                Some(request_helper(flags, &cg, opts.stdio)?)
-            };
-            let created = cg.create();
-            let early = early.map(|h| h.started(&mut record_pid)).transpose()?;
-            created?;
+            cg.create()?;
             if let Some(r) = &loaded.resources {
                 cg.apply_before_setup(r)?;
             }
@@ -154,7 +158,7 @@ impl Container {
                 .collect();
             let helper = match early {
                 Some(h) => h,
-                None => spawn_helper_now(flags, &cg, opts.stdio, &mut record_pid)?,
+                None => request_helper(flags, Some(&cg), opts.stdio)?,
             };
             let (prestart, create_runtime) = (&loaded.hooks.prestart, &loaded.hooks.create_runtime);
             let state_base = &loaded.plan.hook_state;
@@ -417,39 +421,28 @@ fn spawn_handshake(
     log: &dyn Fn(&str),
     ev: HandshakeEvents<'_>,
 ) -> Result<(i32, Channel, Option<Console>)> {
-    let helper = spawn_helper_now(ns_flags, cgroup, stdio, &mut *ev.on_pid)?;
+    let helper = request_helper(ns_flags, Some(cgroup), stdio)?;
     handshake(helper, plan, log, ev)
 }
 
-/// A helper started and waiting for its plan.
-struct Helper {
-    pid: i32,
-    ch: Channel,
-}
-
-/// A helper asked for, its pid still to come ([`PendingHelper::started`]).
+/// A helper asked for: its pid comes with the handshake.
 struct PendingHelper {
     spawning: Spawning,
     ch: Channel,
 }
 
-impl PendingHelper {
-    /// `on_pid` hears the helper's pid.
-    fn started(self, on_pid: &mut dyn FnMut(i32) -> Result<()>) -> Result<Helper> {
-        let pid = self.spawning.pid()?;
-        on_pid(pid)?;
-        Ok(Helper { pid, ch: self.ch })
-    }
-}
-
-/// Ask for the helper (on v2 cloned into `cgroup`, which must exist).
+/// Ask for a helper: on v2 cloned into `cgroup` (which must exist then); with `None`, or on
+/// v1, in the caller's cgroup, which the helper leaves for the container's by itself.
 fn request_helper(
     ns_flags: i32,
-    cgroup: &Manager,
+    cgroup: Option<&Manager>,
     stdio: [BorrowedFd<'_>; 3],
 ) -> Result<PendingHelper> {
     let (ours, theirs) = UnixStream::pair().map_err(io("socketpair"))?;
-    let cg_fd = cgroup.dir_fd()?;
+    let cg_fd = match cgroup {
+        Some(cg) => cg.dir_fd()?,
+        None => None,
+    };
     let spawning = spawn_helper(
         ns_flags,
         cg_fd.as_ref().map(|f| f.as_fd()),
@@ -462,28 +455,23 @@ fn request_helper(
     })
 }
 
-/// Start the helper (on v2 cloned into `cgroup`, which must exist); `on_pid` hears its pid.
-fn spawn_helper_now(
-    ns_flags: i32,
-    cgroup: &Manager,
-    stdio: [BorrowedFd<'_>; 3],
-    on_pid: &mut dyn FnMut(i32) -> Result<()>,
-) -> Result<Helper> {
-    request_helper(ns_flags, cgroup, stdio)?.started(on_pid)
-}
-
 /// Send the helper its plan and take it through the handshake up to Ready.
 fn handshake(
-    helper: Helper,
+    helper: PendingHelper,
     plan: Msg,
     log: &dyn Fn(&str),
     ev: HandshakeEvents<'_>,
 ) -> Result<(i32, Channel, Option<Console>)> {
-    let Helper { mut pid, mut ch } = helper;
+    let PendingHelper { spawning, mut ch } = helper;
     let lost = |e: std::io::Error| RuntimeError::Init(format!("talk to init: {e}"));
-    // On v2 the helper was cloned into its cgroup; on v1 it moves itself in (the plan's
-    // cgroup_join, cgroups::join_self) before anything else.
-    ch.send(&plan).map_err(lost)?;
+    // Sent before the helper's pid is read: the socket holds it until the helper, maybe not
+    // cloned yet, reads it. On v2 the helper was cloned into its cgroup; on v1 it moves itself
+    // in (the plan's cgroup_join, cgroups::join_self) before anything else. Should the clone
+    // have failed, its error is the one to report, not this send's.
+    let sent = ch.send(&plan);
+    let mut pid = spawning.pid()?;
+    (ev.on_pid)(pid)?;
+    sent.map_err(lost)?;
     let mut console = None;
     loop {
         match ch.recv().map_err(lost)? {

@@ -65,8 +65,9 @@ pub fn pid() -> Option<i32> {
     zygote().as_ref().map(|z| z.pid)
 }
 
-/// A helper asked for, its pid not read yet ([`Spawning::pid`]); what happens in between (the
-/// v1 cgroup's creation) overlaps the helper's clone3.
+/// A helper asked for, its pid not read yet ([`Spawning::pid`]); what happens in between (on
+/// v1 the rest of Create up to the plan) overlaps the helper's clone3. Other requests wait
+/// meanwhile: the zygote's answers are read in the order they were asked for.
 pub(crate) struct Spawning {
     flags: u64,
     state: SpawnState,

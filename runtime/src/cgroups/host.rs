@@ -50,6 +50,14 @@ struct MountEntry {
     super_opts: String,
 }
 
+/// Whether the cgroup root is a cgroup2 mount, from one statfs (runc's IsCgroup2UnifiedMode):
+/// known before mountinfo is read, so a v1 host's init helper can be asked for first. It agrees
+/// with [`Host::detect`], which also takes the mount visible at the root.
+pub fn unified_root() -> bool {
+    nix::sys::statfs::statfs(DEFAULT_CGROUP_ROOT)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+}
+
 impl Host {
     /// Read /proc/self/mountinfo and /proc/self/cgroup.
     pub fn detect() -> Result<Host> {

@@ -50,7 +50,7 @@ use std::path::{Path, PathBuf};
 
 use nix::sys::signal::Signal;
 
-pub use self::host::{Host, V1Mount, V2Mount, DEFAULT_CGROUP_ROOT};
+pub use self::host::{unified_root, Host, V1Mount, V2Mount, DEFAULT_CGROUP_ROOT};
 
 pub type Result<T> = std::result::Result<T, CgroupError>;
 
