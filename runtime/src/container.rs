@@ -1,7 +1,7 @@
 //! The runtime's API to the shim: create / start / kill / delete of one container, and cleanup
 //! from disk after a shim crash. No ttrpc or containerd types here.
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -40,6 +40,8 @@ pub struct Container {
     cgroup: Manager,
     channel: Option<Channel>,
     rootfs_mount: Option<PathBuf>,
+    /// The init's mount namespace, held until the init exits ([`Container::release_mounts`]).
+    mount_ns: Option<OwnedFd>,
     console: Option<Console>,
     seccomp: Option<crate::seccomp::SeccompProgram>,
     poststart: Vec<Hook>,
@@ -184,10 +186,15 @@ impl Container {
             if let Some(r) = &loaded.resources {
                 cg.apply_devices(r)?;
             }
-            Ok((pid, cg, ch, console))
+            let mount_ns = loaded
+                .plan
+                .has_new_ns(libc::CLONE_NEWNS)
+                .then(|| hold_mount_ns(pid))
+                .flatten();
+            Ok((pid, cg, ch, console, mount_ns))
         })();
         match res {
-            Ok((pid, cgroup, ch, console)) => Ok(Container {
+            Ok((pid, cgroup, ch, console, mount_ns)) => Ok(Container {
                 id: opts.id.to_string(),
                 bundle: opts.bundle.to_path_buf(),
                 namespaces: loaded.plan.namespaces.iter().map(|n| n.flag).collect(),
@@ -195,6 +202,7 @@ impl Container {
                 cgroup,
                 channel: Some(ch),
                 rootfs_mount: undo.rootfs.take(),
+                mount_ns,
                 console,
                 seccomp: loaded.plan.process.seccomp.clone(),
                 poststart: loaded.hooks.poststart.clone(),
@@ -304,6 +312,21 @@ impl Container {
         Ok(self.cgroup.pids()?)
     }
 
+    /// The init has exited: let its mount namespace go, off the caller's path. The last
+    /// reference to a mount namespace tears it down, and that waits for an expedited RCU grace
+    /// period (0.1-1 ms on a VM, more with more mounts) before its mounts are freed; held by
+    /// the init alone, that wait sat in its exit, before its parent heard of it. A thread of
+    /// its own takes it now, beside the report of the exit. Called at once, so the container's
+    /// filesystems (volumes among them) are not kept mounted after it stopped.
+    pub fn release_mounts(&mut self) {
+        if let Some(ns) = self.mount_ns.take() {
+            // Where no thread can start, the closure, and the fd, are dropped right here.
+            let _ = std::thread::Builder::new()
+                .name("unmount".into())
+                .spawn(move || drop(ns));
+        }
+    }
+
     /// Record the init's exit on disk so `delete` after a shim crash reports it.
     pub fn record_exit(&self, status: i32) {
         if let Ok(Some(mut st)) = state::load(&self.bundle) {
@@ -402,6 +425,16 @@ impl ExecContext {
             }
         }
     }
+}
+
+/// A reference to `pid`'s mount namespace (see [`Container::release_mounts`]); `None` where it
+/// cannot be opened, which only costs the exit its teardown.
+fn hold_mount_ns(pid: i32) -> Option<OwnedFd> {
+    let path = format!("/proc/{pid}/ns/mnt");
+    std::fs::File::open(&path)
+        .map_err(|e| log::debug!("open {path}: {e}"))
+        .ok()
+        .map(OwnedFd::from)
 }
 
 /// runc's name for a container's session keyring, which its execs join too.

@@ -261,7 +261,8 @@ impl Service {
             self.exited.notify_all();
             t.answer_waiters();
             for p in t.procs.values_mut() {
-                if let (Some(code), Some(c)) = (p.exit_to_record.take(), &p.container) {
+                if let (Some(code), Some(c)) = (p.exit_to_record.take(), &mut p.container) {
+                    c.release_mounts();
                     c.record_exit(code as i32);
                 }
             }

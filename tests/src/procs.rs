@@ -160,3 +160,20 @@ pub fn fd_count(pid: u32) -> Option<usize> {
         .ok()
         .map(|rd| rd.count())
 }
+
+/// Pids of every process that has namespace `ns` (as `readlink /proc/PID/ns/...` shows it, e.g.
+/// `mnt:[4026532712]`) as its own or holds an fd to it.
+pub fn ns_holders(ns: &str) -> Vec<u32> {
+    let kind = ns.split(':').next().unwrap_or_default();
+    let is = |p: std::path::PathBuf| fs::read_link(p).is_ok_and(|l| l.to_string_lossy() == ns);
+    all_procs()
+        .into_iter()
+        .map(|p| p.pid)
+        .filter(|pid| {
+            is(format!("/proc/{pid}/ns/{kind}").into())
+                || fs::read_dir(format!("/proc/{pid}/fd"))
+                    .map(|d| d.flatten().any(|e| is(e.path())))
+                    .unwrap_or(false)
+        })
+        .collect()
+}

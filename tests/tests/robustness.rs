@@ -12,7 +12,8 @@ crt_e2e::scenarios!(
     zygote_killed,
     sequential_20,
     concurrent_5,
-    bad_config
+    bad_config,
+    mounts_let_go_at_exit
 );
 
 /// `kill -9` of the shim daemon while its container runs: containerd notices, runs the shim's
@@ -312,4 +313,36 @@ fn bad_config(c: &Containerd) {
         );
     }
     assert_no_leaks(c, &[&id, &id2, &id3]);
+}
+
+/// The shim holds a running container's mount namespace, so that the kernel's tear-down of it
+/// (an RCU grace period) is not part of the init's exit; once the init exited, and before any
+/// Delete, nothing holds it any more: the container's filesystems (its volumes) are not kept
+/// mounted behind a stopped task.
+fn mounts_let_go_at_exit(c: &Containerd) {
+    let id = c.new_id("mntgo");
+    let pid = c.run_detached(&[], &id, &["sleep", "1000"]);
+    let ns = std::fs::read_link(format!("/proc/{pid}/ns/mnt"))
+        .expect("the init's mount namespace")
+        .to_string_lossy()
+        .into_owned();
+    let shim = c
+        .shim_pid_for(&id, pid)
+        .expect("no shim daemon for the task");
+    let holders = procs::ns_holders(&ns);
+    assert!(
+        holders.contains(&shim),
+        "the shim {shim} does not hold {ns} of the running task (holders: {holders:?})"
+    );
+    c.ctr(&["task", "kill", "-s", "SIGKILL", &id]).assert_ok();
+    c.wait_task_status(&id, "STOPPED");
+    let gone = poll(secs(5), || procs::ns_holders(&ns).is_empty().then_some(()));
+    assert!(
+        gone.is_some(),
+        "{ns} is still held after the task stopped: {:?}",
+        procs::ns_holders(&ns)
+    );
+    c.ctr(&["task", "delete", &id]).assert_ok();
+    c.ctr(&["containers", "rm", &id]).assert_ok();
+    assert_no_leaks(c, &[&id]);
 }
