@@ -248,7 +248,7 @@ fn may_take_long(method: &str) -> bool {
     )
 }
 
-fn dispatch(svc: &Arc<Service>, call: Call, reply: Reply) {
+fn dispatch(svc: &Arc<Service>, workers: &Arc<Workers>, call: Call, reply: Reply) {
     if call.method == "Wait" {
         match containerd_shim_protos::api::WaitRequest::parse_from_bytes(&call.payload) {
             Ok(req) => svc.wait(req, reply),
@@ -264,21 +264,98 @@ fn dispatch(svc: &Arc<Service>, call: Call, reply: Reply) {
         return;
     }
     let s = svc.clone();
-    // The closure owns the call and the reply: if the thread cannot start, nothing answers
-    // and containerd sees its call fail when the connection does; run it here instead.
-    let pending = Arc::new(Mutex::new(Some((call, reply))));
-    let taken = pending.clone();
-    let spawned = std::thread::Builder::new()
-        .name("call".into())
-        .spawn(move || {
-            if let Some((call, reply)) = taken.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                reply.send(run_call(&s, call));
+    if let Err(job) = workers.run(Box::new(move || reply.send(run_call(&s, call)))) {
+        log::warn!("no thread for a call: running it on the loop");
+        job();
+    }
+}
+
+/// A call to run to its end, its reply included.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The threads that run long calls. One that finished its call waits a moment for the next
+/// before it ends: containerd's Create, Start and (for a short-lived task) Delete come in a
+/// row, and starting a thread costs each about 0.1 ms on a VM. An idle shim is left with the
+/// loop and the events publisher.
+struct Workers {
+    state: Mutex<WorkQueue>,
+    ready: std::sync::Condvar,
+    linger: Duration,
+}
+
+#[derive(Default)]
+struct WorkQueue {
+    jobs: std::collections::VecDeque<Job>,
+    /// Threads waiting for a job.
+    idle: usize,
+    /// Threads alive.
+    threads: usize,
+}
+
+/// How long a worker waits for another call before it ends.
+const WORKER_LINGER: Duration = Duration::from_millis(500);
+
+impl Workers {
+    fn new(linger: Duration) -> Arc<Workers> {
+        Arc::new(Workers {
+            state: Mutex::new(WorkQueue::default()),
+            ready: std::sync::Condvar::new(),
+            linger,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, WorkQueue> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hand `job` to an idle worker, or to a new one; `job` back when no thread can start (the
+    /// caller runs it: nothing else would answer it).
+    fn run(self: &Arc<Self>, job: Job) -> Result<(), Job> {
+        let mut q = self.lock();
+        q.jobs.push_back(job);
+        if q.idle >= q.jobs.len() {
+            drop(q);
+            self.ready.notify_one();
+            return Ok(());
+        }
+        q.threads += 1;
+        drop(q);
+        let me = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("call".into())
+            .spawn(move || me.work());
+        if spawned.is_err() {
+            let mut q = self.lock();
+            q.threads -= 1;
+            // Only the loop queues jobs: the newest is this one, unless a worker that just
+            // finished took it; then whichever is left runs on the loop instead.
+            if let Some(job) = q.jobs.pop_back() {
+                return Err(job);
             }
-        });
-    if let Err(e) = spawned {
-        log::warn!("no thread for a call ({e}): running it on the loop");
-        if let Some((call, reply)) = pending.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            reply.send(run_call(svc, call));
+        }
+        Ok(())
+    }
+
+    fn work(&self) {
+        let mut q = self.lock();
+        loop {
+            if let Some(job) = q.jobs.pop_front() {
+                drop(q);
+                job();
+                q = self.lock();
+                continue;
+            }
+            q.idle += 1;
+            let (g, waited) = self
+                .ready
+                .wait_timeout(q, self.linger)
+                .unwrap_or_else(|p| p.into_inner());
+            q = g;
+            q.idle -= 1;
+            if waited.timed_out() && q.jobs.is_empty() {
+                q.threads -= 1;
+                return;
+            }
         }
     }
 }
@@ -313,6 +390,7 @@ pub fn serve(
         epoll_add(&ep, fd, OOM)?;
     }
     let mut clients: HashMap<u64, Client> = HashMap::new();
+    let workers = Workers::new(WORKER_LINGER);
     let mut next = FIRST_CONN;
     let mut events = [EpollEvent::empty(); 16];
     // Exits that happened before the loop started (none expected) are collected too.
@@ -345,7 +423,7 @@ pub fn serve(
                             stream: h.stream_id,
                         };
                         match parse_request(&body) {
-                            Ok(call) => dispatch(&svc, call, reply),
+                            Ok(call) => dispatch(&svc, &workers, call, reply),
                             Err(e) => reply.send(Err(e)),
                         }
                     }
@@ -509,6 +587,81 @@ mod tests {
         std::io::Read::read_exact(&mut peer, &mut body).unwrap();
         let r = ttrpc::Response::parse_from_bytes(&body).unwrap();
         assert_eq!(r.status.code.enum_value(), Ok(Code::RESOURCE_EXHAUSTED));
+    }
+
+    /// Until every job ran (or 5 s).
+    fn wait_for(n: &std::sync::atomic::AtomicUsize, want: usize) {
+        let t = std::time::Instant::now();
+        while n.load(std::sync::atomic::Ordering::SeqCst) < want {
+            assert!(t.elapsed() < Duration::from_secs(5), "jobs did not run");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_worker_runs_the_next_call_and_ends_once_idle_for_its_linger() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let w = Workers::new(Duration::from_millis(300));
+        let done = Arc::new(AtomicUsize::new(0));
+        let tids = Arc::new(Mutex::new(Vec::new()));
+        for i in 1..=3 {
+            let (d, t) = (done.clone(), tids.clone());
+            assert!(w
+                .run(Box::new(move || {
+                    t.lock().unwrap().push(std::thread::current().id());
+                    d.fetch_add(1, Ordering::SeqCst);
+                }))
+                .is_ok());
+            wait_for(&done, i);
+        }
+        let tids = tids.lock().unwrap().clone();
+        assert!(
+            tids.iter().all(|t| *t == tids[0]),
+            "calls in a row: one thread"
+        );
+        assert_ne!(tids[0], std::thread::current().id());
+        assert_eq!(w.lock().threads, 1);
+        let t = std::time::Instant::now();
+        while w.lock().threads > 0 {
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "the idle worker stayed"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            t.elapsed() >= Duration::from_millis(200),
+            "it left before its linger"
+        );
+    }
+
+    #[test]
+    fn calls_that_overlap_get_threads_of_their_own() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let w = Workers::new(Duration::from_millis(100));
+        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+        let gate = Arc::new(Mutex::new(gate_rx));
+        let done = Arc::new(AtomicUsize::new(0));
+        // The first blocks until the others ran: they cannot wait behind it.
+        let (g, d) = (gate.clone(), done.clone());
+        assert!(w
+            .run(Box::new(move || {
+                let _ = g.lock().unwrap().recv();
+                d.fetch_add(1, Ordering::SeqCst);
+            }))
+            .is_ok());
+        for _ in 0..2 {
+            let d = done.clone();
+            assert!(w
+                .run(Box::new(move || {
+                    d.fetch_add(1, Ordering::SeqCst);
+                }))
+                .is_ok());
+        }
+        wait_for(&done, 2);
+        assert!(w.lock().threads >= 2);
+        gate_tx.send(()).unwrap();
+        wait_for(&done, 3);
     }
 
     #[test]
