@@ -8,15 +8,14 @@ use crate::args::Args;
 use crate::events::Publisher;
 use crate::service::Service;
 
-pub fn run(a: &Args, listener: RawFd) -> Result<(), String> {
+/// `zygote`: how starting the zygote went (`start` did it first thing).
+pub fn run(a: &Args, listener: RawFd, zygote: crt_runtime::Result<()>) -> Result<(), String> {
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     // Blocked before any thread exists, so every thread inherits it and only the reaper
     // receives SIGCHLD (via signalfd).
     let chld = crate::server::block_sigchld()?;
     let bundle = std::env::current_dir().map_err(|e| format!("cwd: {e}"))?;
-    // First: its exec and start-up (about 1 ms) overlap ours and containerd's Create on the way.
-    let zygote = crt_runtime::zygote::start(&bundle.to_string_lossy());
     // Forked from `start`, this process still shows its command line.
     crate::argv::rename_action("start", "serve");
     let level = std::env::var(crate::options::LOG_LEVEL_ENV)

@@ -30,19 +30,23 @@ pub fn group_id(bundle: &Path, id: &str) -> String {
     let Ok(data) = std::fs::read(bundle.join("config.json")) else {
         return id.to_string();
     };
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data) else {
+    // Only the annotations: the rest of the spec is skipped, not built into a tree.
+    #[derive(serde::Deserialize)]
+    struct Annotated {
+        #[serde(default)]
+        annotations: std::collections::HashMap<String, String>,
+    }
+    let Ok(v) = serde_json::from_slice::<Annotated>(&data) else {
         return id.to_string();
     };
-    let ann = &v["annotations"];
-    for key in [
+    [
         "io.containerd.runc.v2.group",
         "io.kubernetes.cri.sandbox-id",
-    ] {
-        if let Some(g) = ann[key].as_str().filter(|g| !g.is_empty()) {
-            return g.to_string();
-        }
-    }
-    id.to_string()
+    ]
+    .iter()
+    .find_map(|key| v.annotations.get(*key).filter(|g| !g.is_empty()))
+    .cloned()
+    .unwrap_or_else(|| id.to_string())
 }
 
 /// runc's scheme: sha256 of `<containerd address>/<namespace>/<group>` in the socket dir.
@@ -102,7 +106,7 @@ pub fn start(a: &Args) -> Result<(), String> {
                 action: "serve".to_string(),
                 ..a.clone()
             };
-            std::process::exit(daemonize(d, opts.log_level, listener));
+            std::process::exit(daemonize(d, &bundle, opts.log_level, listener));
         }
         _ => {}
     }
@@ -113,14 +117,23 @@ pub fn start(a: &Args) -> Result<(), String> {
 
 /// The forked daemon's side of `start`: its own session, its stdio off containerd's pipes (which
 /// containerd reads to EOF), then the daemon proper.
-fn daemonize(d: Args, level: Option<log::LevelFilter>, listener: UnixListener) -> i32 {
-    // SAFETY: setsid, open and dup2 with valid arguments.
+fn daemonize(
+    d: Args,
+    bundle: &Path,
+    level: Option<log::LevelFilter>,
+    listener: UnixListener,
+) -> i32 {
+    // SAFETY: setsid with no arguments.
+    if unsafe { libc::setsid() } < 0 {
+        return 1;
+    }
+    // First, in our session: the zygote's exec and start-up (about 1 ms on a VM) is what the
+    // first Create waits for, so it starts before anything else of ours.
+    let zygote = crt_runtime::zygote::start(&bundle.to_string_lossy());
+    // SAFETY: open and dup2 with valid arguments.
     let detached = unsafe {
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
-        libc::setsid() >= 0
-            && null >= 0
-            && (0..3).all(|fd| libc::dup2(null, fd) == fd)
-            && libc::close(null) == 0
+        null >= 0 && (0..3).all(|fd| libc::dup2(null, fd) == fd) && libc::close(null) == 0
     };
     if !detached {
         return 1;
@@ -128,7 +141,7 @@ fn daemonize(d: Args, level: Option<log::LevelFilter>, listener: UnixListener) -
     if let Some(level) = level {
         std::env::set_var(crate::options::LOG_LEVEL_ENV, level.as_str());
     }
-    match crate::daemon::run(&d, listener.into_raw_fd()) {
+    match crate::daemon::run(&d, listener.into_raw_fd(), zygote) {
         Ok(()) => 0,
         Err(e) => {
             log::error!("shim daemon: {e}");
