@@ -123,13 +123,16 @@ impl Container {
                 undo.rootfs = Some(target);
             }
             undo.cgroup = Some(Manager::from_state(&cg.state()));
-            // Saved once the helper is ready: a shim that dies before then closes the helper's
-            // channel, and a helper that reads EOF exits, so there is nothing to kill.
+            // Saved as soon as the pid is known, while the helper sets the container up (the
+            // shim only waits then), not after it: a save is a write and a rename. Should the
+            // shim die before Ready, the helper reads EOF and exits; `delete` finds the pid
+            // gone (its start time tells a reused one apart) and removes the rest.
+            let bundle = opts.bundle;
             let mut record_pid = |pid: i32| -> Result<()> {
                 undo.pid = Some(pid);
                 st.pid = pid;
                 st.pid_start = state::pid_start(pid).unwrap_or(0);
-                Ok(())
+                state::save(bundle, &st)
             };
             cg.create()?;
             if let Some(r) = &loaded.resources {
@@ -182,7 +185,6 @@ impl Container {
                     id_maps: Some(&loaded.plan.id_maps),
                 },
             )?;
-            state::save(opts.bundle, &st)?;
             if let Some(r) = &loaded.resources {
                 cg.apply_devices(r)?;
             }
