@@ -36,6 +36,9 @@ pub struct Container {
     pub bundle: PathBuf,
     /// CLONE_NEW* flags of every namespace the container has (new or joined): what an exec joins.
     namespaces: Vec<i32>,
+    /// The init made a pid namespace of its own (not joined by path): its exit ended every
+    /// process of the container.
+    own_pid_ns: bool,
     pid: i32,
     cgroup: Manager,
     channel: Option<Channel>,
@@ -200,6 +203,7 @@ impl Container {
                 id: opts.id.to_string(),
                 bundle: opts.bundle.to_path_buf(),
                 namespaces: loaded.plan.namespaces.iter().map(|n| n.flag).collect(),
+                own_pid_ns: loaded.plan.has_new_ns(libc::CLONE_NEWPID),
                 pid,
                 cgroup,
                 channel: Some(ch),
@@ -341,7 +345,13 @@ impl Container {
     /// still in the cgroup is killed first.
     pub fn delete(mut self) -> Result<()> {
         self.channel = None;
-        let _ = self.cgroup.kill_all(Signal::SIGKILL);
+        // The kernel ended every process of a pid namespace before its init's exit was
+        // reaped, so its cgroup is empty: no need to list the tree for stragglers (a read of
+        // cgroup.procs and a directory listing per cgroup, ~0.1 ms on v1). One moved in from
+        // outside still is killed by destroy, which reads a busy cgroup's pids and retries.
+        if !self.own_pid_ns {
+            let _ = self.cgroup.kill_all(Signal::SIGKILL);
+        }
         self.cgroup.destroy()?;
         if let Some(r) = &self.rootfs_mount {
             rootfs_mount::unmount(r)?;
