@@ -15,10 +15,10 @@ pub fn loopback_up() -> Result<(), String> {
         for (i, b) in b"lo\0".iter().enumerate() {
             ifr.ifr_name[i] = *b as libc::c_char;
         }
-        let mut r = libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut ifr);
+        let mut r = libc::ioctl(sock, libc::SIOCGIFFLAGS as _, &mut ifr);
         if r == 0 {
             ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-            r = libc::ioctl(sock, libc::SIOCSIFFLAGS, &mut ifr);
+            r = libc::ioctl(sock, libc::SIOCSIFFLAGS as _, &mut ifr);
         }
         r
     };

@@ -162,7 +162,8 @@ fn current_flags(path: &str) -> R<MsFlags> {
         (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
         (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
         (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        // nix names ST_RELATIME on glibc only; the kernel's bit is the same everywhere.
+        (FsFlags::from_bits_retain(0x1000), MsFlags::MS_RELATIME),
         (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
     ] {
         if f.contains(from) {
