@@ -10,6 +10,7 @@ use crt_e2e::{assert_no_leaks, secs, Containerd, Value};
 
 crt_e2e::scenarios!(
     namespaces,
+    fresh_network_namespaces,
     join_namespaces_by_path,
     pivot_root,
     mounts,
@@ -31,6 +32,56 @@ fn sh(c: &Containerd, id: &str, flags: &[&str], script: &str) -> String {
     let out = c.run_with(flags, id, &["sh", "-c", script]);
     assert!(out.success(), "container script failed:\n{out}");
     out.stdout
+}
+
+/// Each container that asks for a new network namespace gets one of its own with `lo` up, as
+/// runc brings it up; also two in one shim (runc's group annotation), whose helpers are forks
+/// of one zygote. None is the host's.
+fn fresh_network_namespaces(c: &Containerd) {
+    let group = c.new_id("netgroup");
+    let script = "echo net=$(readlink /proc/self/ns/net); echo lo=$(cat /sys/class/net/lo/flags); \
+                  echo ready; exec sleep 1000";
+    let mut nets = Vec::new();
+    let mut ids = Vec::new();
+    let mut runs = Vec::new();
+    for name in ["neta", "netb"] {
+        let id = c.new_id(name);
+        let mut spec = c.config_spec(&id, &["sh", "-c", script]);
+        spec["annotations"]["io.containerd.runc.v2.group"] = group.clone().into();
+        let mut run = c.spawn_config(&id, &spec);
+        let seen = run.wait_for_line("ready", secs(60));
+        let field = |k: &str| {
+            seen.iter()
+                .find_map(|l| l.strip_prefix(k))
+                .unwrap_or_else(|| panic!("no {k} line from {id}: {seen:?}"))
+                .trim()
+                .to_string()
+        };
+        let lo = field("lo=");
+        let flags = u32::from_str_radix(lo.trim_start_matches("0x"), 16)
+            .unwrap_or_else(|e| panic!("lo flags {lo:?} of {id}: {e}"));
+        assert_ne!(flags & 1, 0, "lo is down in {id}: {lo}");
+        nets.push(field("net="));
+        ids.push(id);
+        runs.push(run);
+    }
+    assert_eq!(
+        c.shim_socket(&ids[0]),
+        c.shim_socket(&ids[1]),
+        "one group, one shim"
+    );
+    let host = fs::read_link("/proc/self/ns/net").expect("our net namespace");
+    let host = host.to_string_lossy();
+    assert!(
+        nets.iter().all(|n| *n != host),
+        "a container has the host's network namespace {host}: {nets:?}"
+    );
+    assert_ne!(nets[0], nets[1], "two containers share a network namespace");
+    for (id, run) in ids.iter().zip(runs) {
+        c.ctr(&["task", "kill", "-s", "SIGKILL", id]).assert_ok();
+        let _ = run.wait(secs(60));
+    }
+    assert_no_leaks(c, &[&ids[0], &ids[1]]);
 }
 
 /// A spec can join another container's namespaces by path (as a pod's containers join the
