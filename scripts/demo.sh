@@ -39,6 +39,11 @@ fi
 
 # ---- build + install the shim ---------------------------------------------------------------------
 if [ "$RUNTIME" = io.containerd.crt.v1 ] && [ "${SKIP_INSTALL:-0}" != 1 ]; then
+  # The release build links musl when rustup has its target (faster start-up on VMs; README,
+  # Performance), else glibc.
+  if command -v rustup >/dev/null; then
+    rustup target add "$(uname -m)-unknown-linux-musl" >/dev/null 2>&1 || log "no musl target: glibc build"
+  fi
   log "make install PREFIX=$PREFIX"
   make -C "$REPO" install PREFIX="$PREFIX"
 fi
