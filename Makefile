@@ -35,12 +35,13 @@ HOST_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
 # musl, not glibc: glibc's start-up asks the CPU for its features and caches with about 70
 # CPUID instructions, each a trap to the hypervisor on a VM (6.5 us on this one), in every shim
 # `start`, zygote and exec'd helper; musl asks none. `start` 1.8 -> 1.2 ms, the shim's calls
-# 4.2 -> 3.8 ms, Pss per running shim 697 -> 575 KiB (README, Performance). RELEASE_LIBC=gnu
+# 4.2 -> 3.8 ms, Pss per running shim 697 -> 568 KiB (README, Performance). RELEASE_LIBC=gnu
 # builds the glibc variant (the text order below then matches little of it: more RSS); it is
 # the default where rustup's musl target is not installed (`rustup target add <arch>-unknown-linux-musl`).
-MUSL_STD := $(wildcard $(shell rustc --print target-libdir --target $(patsubst %-gnu,%-musl,$(HOST_TRIPLE)) 2>/dev/null)/libstd-*.rlib)
+MUSL_TRIPLE := $(patsubst %-gnu,%-musl,$(HOST_TRIPLE))
+MUSL_STD := $(wildcard $(shell rustc --print target-libdir --target $(MUSL_TRIPLE) 2>/dev/null)/libstd-*.rlib)
 RELEASE_LIBC ?= $(if $(MUSL_STD),musl,gnu)
-RELEASE_TRIPLE := $(patsubst %-gnu,%-$(RELEASE_LIBC),$(HOST_TRIPLE))
+RELEASE_TRIPLE := $(if $(filter musl,$(RELEASE_LIBC)),$(MUSL_TRIPLE),$(HOST_TRIPLE))
 SYSROOT := $(shell rustc --print sysroot)
 # The functions a shim runs are linked first, in one run (scripts/text-order.sh says why, and
 # `make text-order` regenerates the list): idle shim RSS 3.4 -> 2.1 MiB. lld does the ordering:
