@@ -1,16 +1,16 @@
 //! musl's allocator (mallocng) gives a freed group of its larger size classes back to the kernel
 //! at once, so a buffer of a few KiB that a request allocates and frees costs an `mmap`, a page
 //! fault and a `munmap` every time: about 25 of each per Create in the shim, more in the
-//! helper. This keeps a few freed blocks of 1-16 KiB for the next request to take. glibc's
+//! helper. This keeps a few freed blocks of 512 B-16 KiB for the next request to take. glibc's
 //! allocator keeps such memory itself; it gets none of this.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Mutex;
 
-/// Size classes 2^11 .. 2^14: 2, 4, 8 and 16 KiB.
+/// Size classes 2^9 .. 2^14: 512 B to 16 KiB.
 const MIN_SHIFT: u32 = 9;
 const CLASSES: usize = 6;
-/// Blocks kept per class: at most 2 * (2 + 4 + 8 + 16) = 60 KiB held.
+/// Blocks kept per class: at most 2 * (0.5 + 1 + 2 + 4 + 8 + 16) = 63 KiB held.
 const KEPT: usize = 2;
 const ALIGN: usize = 16;
 
@@ -108,15 +108,14 @@ mod tests {
     #[test]
     fn classes() {
         let l = |s| Layout::from_size_align(s, 8).unwrap();
-        assert!(class(l(1024)).is_none());
-        assert_eq!(class(l(1025)).map(|(c, r)| (c, r.size())), Some((0, 2048)));
-        assert_eq!(class(l(2048)).map(|(c, r)| (c, r.size())), Some((0, 2048)));
-        assert_eq!(class(l(2049)).map(|(c, r)| (c, r.size())), Some((1, 4096)));
-        assert_eq!(
-            class(l(16384)).map(|(c, r)| (c, r.size())),
-            Some((3, 16384))
-        );
-        assert!(class(l(16385)).is_none());
+        let of = |s| class(l(s)).map(|(c, r)| (c, r.size()));
+        assert_eq!(of(256), None);
+        assert_eq!(of(257), Some((0, 512)));
+        assert_eq!(of(512), Some((0, 512)));
+        assert_eq!(of(513), Some((1, 1024)));
+        assert_eq!(of(3000), Some((3, 4096)));
+        assert_eq!(of(16384), Some((5, 16384)));
+        assert_eq!(of(16385), None);
         assert!(class(Layout::from_size_align(4096, 4096).unwrap()).is_none());
     }
 
