@@ -6,7 +6,7 @@ use std::fs;
 
 use crt_e2e::spec::{self, CapSets};
 use crt_e2e::util::parse_mountinfo;
-use crt_e2e::{assert_no_leaks, secs, Containerd, Value};
+use crt_e2e::{assert_no_leaks, assert_no_leaks_with, secs, Containerd, LeakOptions, Value};
 
 crt_e2e::scenarios!(
     namespaces,
@@ -65,11 +65,10 @@ fn fresh_network_namespaces(c: &Containerd) {
         ids.push(id);
         runs.push(run);
     }
-    assert_eq!(
-        c.shim_socket(&ids[0]),
-        c.shim_socket(&ids[1]),
-        "one group, one shim"
-    );
+    let shim = c
+        .shim_socket(&ids[0])
+        .expect("the first container's shim socket");
+    assert_eq!(Some(shim), c.shim_socket(&ids[1]), "one group, one shim");
     let host = fs::read_link("/proc/self/ns/net").expect("our net namespace");
     let host = host.to_string_lossy();
     assert!(
@@ -81,7 +80,15 @@ fn fresh_network_namespaces(c: &Containerd) {
         c.ctr(&["task", "kill", "-s", "SIGKILL", id]).assert_ok();
         let _ = run.wait(secs(60));
     }
-    assert_no_leaks(c, &[&ids[0], &ids[1]]);
+    // Seen with containerd 2.x: the runc shim of a group leaves its sockets behind after the
+    // group's last container is gone. crt must not.
+    assert_no_leaks_with(
+        c,
+        &[&ids[0], &ids[1]],
+        LeakOptions {
+            allow_stale_shim_sockets: c.is_runc(),
+        },
+    );
 }
 
 /// A spec can join another container's namespaces by path (as a pod's containers join the
