@@ -2,9 +2,12 @@
 //! drained by one thread that reconnects and retries, so a slow or restarting containerd
 //! never blocks a Task call.
 
+use std::cell::Cell;
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use containerd_shim_protos::events::task::{
@@ -28,8 +31,53 @@ enum Msg {
     Flush(Sender<()>),
 }
 
+/// The queue the publishing thread drains.
+#[derive(Default)]
+struct Queue {
+    msgs: Mutex<VecDeque<Msg>>,
+    ready: Condvar,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Msg>> {
+        self.msgs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 #[derive(Clone)]
-pub struct Publisher(Sender<Msg>);
+pub struct Publisher(Arc<Queue>);
+
+#[derive(Clone, Copy, PartialEq)]
+enum Hold {
+    Off,
+    On,
+    /// On, and an event was queued meanwhile.
+    Pending,
+}
+
+thread_local! {
+    /// Whether this thread's events wait for the end of what it is doing (`Publisher::held`).
+    static HOLD: Cell<Hold> = const { Cell::new(Hold::Off) };
+}
+
+/// Ends a hold: the publisher is woken if an event came in while it was on.
+struct HoldGuard<'a> {
+    queue: &'a Queue,
+    outer: Hold,
+}
+
+impl Drop for HoldGuard<'_> {
+    fn drop(&mut self) {
+        let pending = HOLD.with(|h| h.replace(self.outer)) == Hold::Pending;
+        if pending {
+            if self.outer == Hold::Off {
+                self.queue.ready.notify_one();
+            } else {
+                HOLD.with(|h| h.set(Hold::Pending));
+            }
+        }
+    }
+}
 
 fn any<M: Message>(type_url: &str, m: &M) -> Any {
     Any {
@@ -53,16 +101,47 @@ pub fn now() -> Timestamp {
 impl Publisher {
     /// Start the publishing thread. Without a ttrpc address (tests) events are only logged.
     pub fn start(ttrpc_address: Option<String>, namespace: String) -> Publisher {
-        let (tx, rx) = channel();
+        let queue = Arc::new(Queue::default());
+        let q = queue.clone();
         std::thread::Builder::new()
             .name("events".into())
-            .spawn(move || run(rx, ttrpc_address, namespace))
+            .spawn(move || run(&q, ttrpc_address, namespace))
             .ok();
-        Publisher(tx)
+        Publisher(queue)
     }
 
     fn send(&self, topic: &'static str, any: Any) {
-        let _ = self.0.send(Msg::Event(Event { topic, any }));
+        self.0.lock().push_back(Msg::Event(Event { topic, any }));
+        let held = HOLD.with(|h| {
+            let on = h.get() != Hold::Off;
+            if on {
+                h.set(Hold::Pending);
+            }
+            on
+        });
+        if !held {
+            self.0.ready.notify_one();
+        }
+    }
+
+    /// Run `f` (a call, its reply included) with the publisher's wake-up held until it
+    /// returns. Its events are queued as they happen, so their order is unchanged, and an
+    /// event another thread wakes the publisher for takes them along; but the publisher,
+    /// and the containerd it wakes in turn, no longer compete for the two cores with the
+    /// rest of the call and its reply, which the caller is waiting for. runc's shim, too,
+    /// sends its events from a queue, after the call that queued them went on.
+    pub fn held<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _guard = HoldGuard {
+            queue: &self.0,
+            outer: HOLD.with(|h| {
+                let outer = h.get();
+                if outer == Hold::Off {
+                    h.set(Hold::On);
+                }
+                outer
+            }),
+        };
+        f()
     }
 
     /// Wait up to `timeout` for the queue to drain. The shim exits right after the Shutdown
@@ -70,7 +149,10 @@ impl Publisher {
     /// it) could die in the queue.
     pub fn flush(&self, timeout: Duration) {
         let (tx, rx) = channel();
-        if self.0.send(Msg::Flush(tx)).is_ok() && rx.recv_timeout(timeout).is_err() {
+        self.0.lock().push_back(Msg::Flush(tx));
+        // Woken at once, held or not: the caller waits for it.
+        self.0.ready.notify_one();
+        if rx.recv_timeout(timeout).is_err() {
             log::warn!("events not all forwarded within {timeout:?}");
         }
     }
@@ -156,9 +238,20 @@ impl Publisher {
     }
 }
 
-fn run(rx: Receiver<Msg>, address: Option<String>, namespace: String) {
+fn next(queue: &Queue) -> Msg {
+    let mut q = queue.lock();
+    loop {
+        if let Some(m) = q.pop_front() {
+            return m;
+        }
+        q = queue.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+    }
+}
+
+fn run(queue: &Queue, address: Option<String>, namespace: String) {
     let mut client: Option<Forwarder> = None;
-    for msg in rx {
+    loop {
+        let msg = next(queue);
         let ev = match msg {
             Msg::Event(ev) => ev,
             Msg::Flush(done) => {
@@ -263,8 +356,9 @@ mod tests {
     use std::os::unix::net::UnixListener;
     use std::sync::{Arc, Mutex};
 
-    /// A containerd stand-in that answers each Forward late and records the topics it got.
-    fn slow_events_server(path: &std::path::Path) -> Arc<Mutex<Vec<String>>> {
+    /// A containerd stand-in that answers each Forward after `delay` and records the topics
+    /// it got.
+    fn events_server(path: &std::path::Path, delay: Duration) -> Arc<Mutex<Vec<String>>> {
         let listener = UnixListener::bind(path).unwrap();
         let got = Arc::new(Mutex::new(Vec::new()));
         let rec = got.clone();
@@ -280,7 +374,7 @@ mod tests {
                 s.read_exact(&mut body).unwrap();
                 let req = ttrpc::Request::parse_from_bytes(&body).unwrap();
                 let fwd = ForwardRequest::parse_from_bytes(&req.payload).unwrap();
-                std::thread::sleep(Duration::from_millis(100));
+                std::thread::sleep(delay);
                 rec.lock().unwrap().push(fwd.envelope.topic.clone());
                 let resp = ttrpc::Response::new().write_to_bytes().unwrap();
                 let mut f: Vec<u8> =
@@ -298,12 +392,52 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let sock = dir.join("ttrpc.sock");
-        let got = slow_events_server(&sock);
+        let got = events_server(&sock, Duration::from_millis(100));
         let p = Publisher::start(Some(format!("unix://{}", sock.display())), "ns".into());
         p.exit("c", "c", 1, 0, &now());
         p.delete("c", 1, 0, &now());
         p.flush(Duration::from_secs(5));
         assert_eq!(*got.lock().unwrap(), vec!["/tasks/exit", "/tasks/delete"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn wait_for(got: &Mutex<Vec<String>>, n: usize) -> Vec<String> {
+        let t = std::time::Instant::now();
+        while got.lock().unwrap().len() < n && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        got.lock().unwrap().clone()
+    }
+
+    #[test]
+    fn held_events_are_sent_in_order_once_the_hold_ends() {
+        let dir = std::env::temp_dir().join(format!("crt-events-held-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("ttrpc.sock");
+        let got = events_server(&sock, Duration::ZERO);
+        let p = Publisher::start(Some(format!("unix://{}", sock.display())), "ns".into());
+        // Connected and idle first, so the held event below would go out at once if woken.
+        p.start_("c", 1);
+        assert_eq!(wait_for(&got, 1), vec!["/tasks/start"]);
+        let inner = p.held(|| {
+            p.exit("c", "c", 1, 0, &now());
+            // A nested hold (a call run on the loop) does not end the outer one.
+            p.held(|| p.delete("c", 1, 0, &now()));
+            std::thread::sleep(Duration::from_millis(200));
+            got.lock().unwrap().len()
+        });
+        assert_eq!(inner, 1, "an event went out while its hold was on");
+        assert_eq!(
+            wait_for(&got, 3),
+            vec!["/tasks/start", "/tasks/exit", "/tasks/delete"]
+        );
+        // A flush inside a hold is not held: it would wait for itself.
+        p.held(|| {
+            p.oom("c");
+            p.flush(Duration::from_secs(5));
+            assert_eq!(got.lock().unwrap().len(), 4);
+        });
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -245,6 +245,11 @@ impl Service {
         }
     }
 
+    /// Run `f` with the events it queues sent once it returns (`Publisher::held`).
+    pub fn events_held<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.events.held(f)
+    }
+
     fn lock(&self) -> MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
