@@ -43,8 +43,17 @@ pub enum Msg {
     Continue,
     /// A seccomp user-notification fd rides with this frame, for the spec's listenerPath.
     SeccompListener,
-    Ready,
-    Start,
+    /// Set up; `movable`: the helper can add a core back to its affinity after Start, so the
+    /// runtime may take one first (affinity.rs). Not when a seccomp filter is already loaded:
+    /// it may refuse, or kill for, sched_setaffinity.
+    Ready {
+        movable: bool,
+    },
+    /// `cpu`: the core the runtime took out of the helper's affinity (affinity.rs), to add
+    /// back before anything else.
+    Start {
+        cpu: Option<u32>,
+    },
     Error(String),
 }
 
@@ -52,6 +61,8 @@ pub struct Channel {
     sock: UnixStream,
     /// An fd that arrived with the last frame.
     fd: Option<OwnedFd>,
+    /// What the helper's Ready said of its affinity.
+    pub(crate) movable: bool,
 }
 
 const MAX_FRAME: u32 = 64 << 20;
@@ -66,7 +77,11 @@ fn frame(msg: &Msg) -> std::io::Result<Vec<u8>> {
 
 impl Channel {
     pub fn new(sock: UnixStream) -> Channel {
-        Channel { sock, fd: None }
+        Channel {
+            sock,
+            fd: None,
+            movable: false,
+        }
     }
 
     pub fn send(&mut self, msg: &Msg) -> std::io::Result<()> {
@@ -143,13 +158,16 @@ mod tests {
         let (a, b) = UnixStream::pair().unwrap();
         let (mut a, mut b) = (Channel::new(a), Channel::new(b));
         a.send(&Msg::Error("x".repeat(100_000))).unwrap();
-        a.send(&Msg::Ready).unwrap();
+        a.send(&Msg::Ready { movable: true }).unwrap();
         drop(a);
         match b.recv().unwrap() {
             Some(Msg::Error(s)) => assert_eq!(s.len(), 100_000),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(b.recv().unwrap(), Some(Msg::Ready)));
+        assert!(matches!(
+            b.recv().unwrap(),
+            Some(Msg::Ready { movable: true })
+        ));
         assert!(b.recv().unwrap().is_none());
     }
 

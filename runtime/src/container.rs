@@ -553,7 +553,10 @@ fn handshake(
                 pid = p;
                 (ev.on_pid)(p)?;
             }
-            Some(Msg::Ready) => return Ok((pid, ch, console)),
+            Some(Msg::Ready { movable }) => {
+                ch.movable = movable;
+                return Ok((pid, ch, console));
+            }
             Some(Msg::Error(e)) => return Err(RuntimeError::Init(e)),
             Some(other) => {
                 return Err(RuntimeError::Init(format!(
@@ -571,7 +574,13 @@ fn release(channel: &mut Option<Channel>, listener: Option<&Listener>, pid: i32)
         .take()
         .ok_or(RuntimeError::BadState("already started"))?;
     let lost = |e: std::io::Error| RuntimeError::Init(format!("talk to init: {e}"));
-    ch.send(&Msg::Start).map_err(lost)?;
+    // Off this core: this thread waits for the exec's proof and replies while the program
+    // starts (affinity.rs).
+    let cpu = ch
+        .movable
+        .then(|| crate::affinity::away_from_this_cpu(pid))
+        .flatten();
+    ch.send(&Msg::Start { cpu }).map_err(lost)?;
     loop {
         match ch.recv().map_err(lost)? {
             None => return Ok(()),

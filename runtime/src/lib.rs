@@ -1,6 +1,7 @@
 //! crt's OCI runtime: turns a bundle (config.json + rootfs) into a container with its own
 //! namespaces, cgroup, root filesystem and credentials. It knows nothing of ttrpc or containerd.
 
+mod affinity;
 pub mod caps;
 pub mod cgroups;
 mod channel;

@@ -94,9 +94,14 @@ pub fn spawn_init(
     spawn_self(&[INIT_ARG], ns_flags, cgroup, fds)
 }
 
-/// Start the zygote (zygote.rs) with `sync` as its fd 3, in no new namespace but the
-/// throwaway mount one; its fds 0-2 are /dev/null. `owner` goes to its argv, for `ps`.
-pub(crate) fn spawn_zygote(sync: BorrowedFd<'_>, owner: &str) -> Result<i32> {
+/// Start the zygote (zygote.rs) with its doorbell eventfd as fd 0 and `sync` as fd 3, in no
+/// new namespace but the throwaway mount one; its fds 1-2 are /dev/null. `owner` goes to its
+/// argv, for `ps`.
+pub(crate) fn spawn_zygote(
+    doorbell: BorrowedFd<'_>,
+    sync: BorrowedFd<'_>,
+    owner: &str,
+) -> Result<i32> {
     let null = std::fs::File::options()
         .read(true)
         .write(true)
@@ -110,7 +115,7 @@ pub(crate) fn spawn_zygote(sync: BorrowedFd<'_>, owner: &str) -> Result<i32> {
         &[crate::zygote::ZYGOTE_ARG, owner],
         0,
         None,
-        [n, n, n, sync],
+        [doorbell, n, n, sync],
     )
 }
 

@@ -13,6 +13,19 @@
 //! child, so the shim's one reaper reaps it as before, and its exit signal is the zygote's,
 //! SIGCHLD. A zygote that is gone (killed, or it failed to start) only means helpers are
 //! exec'd one by one again ([`spawn_helper`]).
+//!
+//! The zygote sleeps on an eventfd (its fd 0, the doorbell), which the runtime rings after
+//! each request, not on its socket. A write to a unix socket wakes its reader as a "sync"
+//! wake-up: the scheduler takes the writer for about to sleep and puts the reader on the
+//! writer's core, where it preempts the writer. Here the writer does not sleep: the rest of
+//! Create (cgroups, state, the plan) is meant to run on one core while the zygote's clone3
+//! runs on the other, and traces showed it waiting out the whole clone3 (0.3-0.5 ms) behind
+//! the zygote on the same core, the other one idle. An eventfd's wake-up carries no such hint.
+//! That alone is not enough: the scheduler still often places the woken zygote on the
+//! ringing core (its last one) and lets it preempt the ringer. So the runtime also moves it
+//! away from that core before it rings (affinity.rs) and names the core in the request's high
+//! 32 bits (plus one; 0 for none), which the zygote adds back before its clone3: helpers never
+//! inherit the narrowed affinity.
 
 use std::io::{IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -34,7 +47,12 @@ const MAX_FDS: usize = 5;
 struct Zygote {
     pid: i32,
     sock: UnixStream,
+    doorbell: OwnedFd,
 }
+
+/// The zygote's fd for the doorbell eventfd (in place of a stdin it never reads). Every helper
+/// gets its own fd 0, so none inherits it.
+const DOORBELL_FD: RawFd = 0;
 
 /// The shim's zygote; `None` before [`start`] and once it is gone.
 static ZYGOTE: Mutex<Option<Zygote>> = Mutex::new(None);
@@ -47,8 +65,22 @@ fn zygote() -> MutexGuard<'static, Option<Zygote>> {
 /// helpers are then exec'd one by one. `owner` (the shim's bundle) names it in `ps`.
 pub fn start(owner: &str) -> Result<()> {
     let (ours, theirs) = UnixStream::pair().map_err(crate::error::io("socketpair"))?;
-    let pid = spawn::spawn_zygote(theirs.as_fd(), owner)?;
-    *zygote() = Some(Zygote { pid, sock: ours });
+    // SAFETY: eventfd with valid flags; the fd is ours on success.
+    let doorbell = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_SEMAPHORE) };
+    if doorbell < 0 {
+        return Err(RuntimeError::Io {
+            op: "eventfd",
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: eventfd just returned it.
+    let doorbell = unsafe { OwnedFd::from_raw_fd(doorbell) };
+    let pid = spawn::spawn_zygote(doorbell.as_fd(), theirs.as_fd(), owner)?;
+    *zygote() = Some(Zygote {
+        pid,
+        sock: ours,
+        doorbell,
+    });
     Ok(())
 }
 
@@ -99,7 +131,9 @@ pub(crate) fn spawn_helper(
             sync.as_raw_fd(),
         ];
         fds.extend(cgroup.map(|c| c.as_raw_fd()));
-        match send_request(&z.sock, flags, &fds) {
+        let away = crate::affinity::away_from_this_cpu(z.pid);
+        let request = flags | away.map_or(0, |cpu| (u64::from(cpu) + 1) << 32);
+        match send_request(&z.sock, request, &fds).and_then(|()| ring(z.doorbell.as_fd())) {
             Ok(()) => {
                 return Ok(Spawning {
                     flags,
@@ -179,6 +213,16 @@ fn send_request(sock: &UnixStream, flags: u64, fds: &[RawFd]) -> std::io::Result
     (&*sock).write_all(&buf[n..])
 }
 
+/// Wake the zygote for the request just sent.
+fn ring(doorbell: BorrowedFd<'_>) -> std::io::Result<()> {
+    let one = 1u64.to_ne_bytes();
+    // SAFETY: write of 8 bytes from a live buffer to an eventfd we hold.
+    if unsafe { libc::write(doorbell.as_raw_fd(), one.as_ptr().cast(), one.len()) } != 8 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn read_answer(sock: &UnixStream) -> std::io::Result<i64> {
     let mut buf = [0u8; 8];
     (&*sock).read_exact(&mut buf)?;
@@ -196,14 +240,29 @@ pub fn main() -> ! {
     let mut host = Some(unsafe { OwnedFd::from_raw_fd(HOST_MNT_FD) });
     release_code_pages();
     loop {
-        if host.is_some() && !readable_within(&sock, LEAVE_WHEN_IDLE_MS) {
-            leave_throwaway_namespace(&mut host);
-            continue;
+        match wait_for_request(
+            &sock,
+            if host.is_some() {
+                LEAVE_WHEN_IDLE_MS
+            } else {
+                -1
+            },
+        ) {
+            Wake::Idle => {
+                leave_throwaway_namespace(&mut host);
+                continue;
+            }
+            Wake::Gone => std::process::exit(0),
+            Wake::Request => {}
         }
-        let (flags, fds) = match recv_request(&sock) {
+        let (request, fds) = match recv_request(&sock) {
             Ok(Some(r)) => r,
             _ => std::process::exit(0),
         };
+        let (flags, away) = (request & 0xffff_ffff, request >> 32);
+        if away > 0 {
+            crate::affinity::add_back((away - 1) as u32);
+        }
         let answer = fork_helper(flags, &fds, host.as_ref());
         drop(fds);
         if (&sock).write_all(&answer.to_le_bytes()).is_err() {
@@ -278,18 +337,47 @@ fn leave_throwaway_namespace(host: &mut Option<OwnedFd>) {
     }
 }
 
-/// Whether `sock` has data (or EOF) within `ms`.
-fn readable_within(sock: &UnixStream, ms: i32) -> bool {
-    let mut p = libc::pollfd {
-        fd: sock.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
+enum Wake {
+    /// The doorbell rang: a request is on the socket.
+    Request,
+    /// Nothing within the timeout.
+    Idle,
+    /// The shim closed its end.
+    Gone,
+}
+
+/// Sleep until the doorbell rings (taking one ring), the shim goes away, or `ms` pass (-1:
+/// no limit). The socket is watched for its hang-up only: data on it must not be what wakes
+/// us (see the module's doc).
+fn wait_for_request(sock: &UnixStream, ms: i32) -> Wake {
+    let mut p = [
+        libc::pollfd {
+            fd: DOORBELL_FD,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: sock.as_raw_fd(),
+            events: libc::POLLRDHUP,
+            revents: 0,
+        },
+    ];
     loop {
-        // SAFETY: one valid pollfd.
-        match unsafe { libc::poll(&mut p, 1, ms) } {
+        // SAFETY: two valid pollfds.
+        match unsafe { libc::poll(p.as_mut_ptr(), 2, ms) } {
             -1 if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
-            n => return n != 0,
+            -1 => return Wake::Gone,
+            0 => return Wake::Idle,
+            _ if p[1].revents != 0 => return Wake::Gone,
+            _ => {
+                let mut ring = [0u8; 8];
+                // SAFETY: read of 8 bytes into a live buffer from our eventfd (a semaphore:
+                // one ring per request).
+                if unsafe { libc::read(DOORBELL_FD, ring.as_mut_ptr().cast(), 8) } != 8 {
+                    return Wake::Gone;
+                }
+                return Wake::Request;
+            }
         }
     }
 }

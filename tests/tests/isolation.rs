@@ -23,7 +23,8 @@ crt_e2e::scenarios!(
     time_namespace,
     recursive_read_only,
     deny_all_devices,
-    session_keyring
+    session_keyring,
+    cpu_affinity
 );
 
 /// Runs `sh -c script` with `--rm` and returns stdout; panics with the output unless it exits 0.
@@ -793,5 +794,55 @@ fn session_keyring(c: &Containerd) {
     );
     c.ctr(&["task", "kill", "-s", "SIGKILL", &id]).assert_ok();
     let _ = bg.wait(secs(60));
+    assert_no_leaks(c, &[&id]);
+}
+
+/// The init and an exec may run on every CPU the host gives the container (here all of the
+/// test's own): the runtime moves each helper off its own core for the moment of Start, and
+/// the helper puts its affinity back before it execs (runtime/src/affinity.rs).
+fn cpu_affinity(c: &Containerd) {
+    let field = |status: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let want = field(&fs::read_to_string("/proc/self/status").expect("read /proc/self/status"));
+    assert!(!want.is_empty());
+    let id = c.new_id("affinity");
+    c.run_detached(&[], &id, &["sleep", "1000"]);
+    let init = c.ctr_timeout(
+        &[
+            "task",
+            "exec",
+            "--exec-id",
+            "a1",
+            &id,
+            "cat",
+            "/proc/1/status",
+        ],
+        secs(60),
+    );
+    assert!(init.success(), "{init}");
+    assert_eq!(field(&init.stdout), want, "the init's CPUs:\n{init}");
+    let exec = c.ctr_timeout(
+        &[
+            "task",
+            "exec",
+            "--exec-id",
+            "a2",
+            &id,
+            "cat",
+            "/proc/self/status",
+        ],
+        secs(60),
+    );
+    assert!(exec.success(), "{exec}");
+    assert_eq!(field(&exec.stdout), want, "an exec's CPUs:\n{exec}");
+    c.ctr(&["task", "kill", "-s", "SIGKILL", &id]).assert_ok();
+    c.wait_task_status(&id, "STOPPED");
+    c.ctr(&["task", "delete", &id]).assert_ok();
+    c.ctr(&["containers", "rm", &id]).assert_ok();
     assert_no_leaks(c, &[&id]);
 }

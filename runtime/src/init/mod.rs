@@ -348,10 +348,16 @@ fn finish(ch: &mut Channel, p: &ProcessPlan, init: Option<&Plan>) -> Result<(), 
     }
     let exe = process::lookup(&p.args[0], &process::env_path(&p.env))?;
     let prepared = process::prepare(p, &exe)?;
-    ch.send(&Msg::Ready)
+    // Never under a seccomp filter loaded already (Msg::Ready).
+    let movable = p.seccomp.is_none() || p.no_new_privileges;
+    ch.send(&Msg::Ready { movable })
         .map_err(|e| format!("report ready: {e}"))?;
     match ch.recv() {
-        Ok(Some(Msg::Start)) => {}
+        Ok(Some(Msg::Start { cpu })) => {
+            if let Some(cpu) = cpu.filter(|_| movable) {
+                crate::affinity::add_back(cpu);
+            }
+        }
         // The runtime went away or deleted us before Start: nothing to run.
         Ok(None) | Err(_) => return Ok(()),
         Ok(Some(other)) => return Err(format!("expected start, got {other:?}")),

@@ -1,0 +1,110 @@
+//! Waking a process on another core than the waker's.
+//!
+//! Two hand-offs wake a process and then keep their own core busy: the runtime asking the
+//! zygote for a helper (the rest of Create runs beside the helper's clone3) and Start
+//! releasing a helper to exec (the runtime then waits for the exec's proof and replies, while
+//! the helper's program starts). The scheduler tends to put the woken process on the waker's
+//! core, its last one, where it preempts the waker even with the other core idle; the waker
+//! then waits out the clone3 (0.3-0.5 ms), or the whole program, seen in traces on a 2-core VM.
+//! So the waker first takes its own core out of the process's affinity and tells it which;
+//! the process, once awake, adds that core back, before it forks or execs anything.
+
+use std::mem::size_of;
+
+fn own() -> Option<libc::cpu_set_t> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity writes only the set we pass.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        (libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) == 0).then_some(set)
+    }
+}
+
+/// Let `pid` run on any core this thread may run on but the one it is on; nothing where that
+/// would leave none. The core taken out, for [`add_back`]; `None` when nothing changed. Best
+/// effort: the only cost of failing is the wait it avoids.
+pub fn away_from_this_cpu(pid: i32) -> Option<u32> {
+    // SAFETY: sched_getcpu takes nothing; the set is plain data passed with its size.
+    unsafe {
+        let cpu = u32::try_from(libc::sched_getcpu()).ok()?;
+        let mut set = own()?;
+        if libc::CPU_COUNT(&set) < 2 || !libc::CPU_ISSET(cpu as usize, &set) {
+            return None;
+        }
+        libc::CPU_CLR(cpu as usize, &mut set);
+        (libc::sched_setaffinity(pid, size_of::<libc::cpu_set_t>(), &set) == 0).then_some(cpu)
+    }
+}
+
+/// Give this thread back the core [`away_from_this_cpu`] took. Whatever else changed its
+/// affinity meanwhile (an update of its cpuset rewrites it) stays: the kernel keeps any
+/// affinity within the cpuset.
+pub fn add_back(cpu: u32) {
+    let Some(mut set) = own() else { return };
+    if cpu as usize >= libc::CPU_SETSIZE as usize {
+        return;
+    }
+    // SAFETY: a set read by `own`, passed back with its size.
+    unsafe {
+        libc::CPU_SET(cpu as usize, &mut set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cpus(pid: i32) -> Vec<usize> {
+        // SAFETY: as above.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            assert_eq!(
+                libc::sched_getaffinity(pid, size_of::<libc::cpu_set_t>(), &mut set),
+                0
+            );
+            (0..libc::CPU_SETSIZE as usize)
+                .filter(|&c| libc::CPU_ISSET(c, &set))
+                .collect()
+        }
+    }
+
+    #[test]
+    fn a_process_moved_away_gets_the_core_back() {
+        let mine = cpus(0);
+        // A child that waits for the core to add back, adds it and reports its CPU count.
+        let (mut tx, rx) = std::os::unix::net::UnixStream::pair().unwrap();
+        // SAFETY: the child only reads, sets its affinity and writes, then _exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let mut b = [0u8; 4];
+            let mut rx = &rx;
+            if std::io::Read::read_exact(&mut rx, &mut b).is_ok() && b != [0xff; 4] {
+                add_back(u32::from_le_bytes(b));
+            }
+            let n = cpus(0).len() as u8;
+            let _ = std::io::Write::write_all(&mut rx, &[n]);
+            unsafe { libc::_exit(0) };
+        }
+        let taken = away_from_this_cpu(pid);
+        let narrowed = cpus(pid);
+        match taken {
+            Some(cpu) => {
+                assert!(mine.len() >= 2);
+                assert!(!narrowed.contains(&(cpu as usize)));
+                assert_eq!(narrowed.len(), mine.len() - 1);
+            }
+            None => assert_eq!(narrowed, mine, "nothing taken, nothing changed"),
+        }
+        if mine.len() >= 2 {
+            assert!(taken.is_some(), "with {mine:?} one core is taken");
+        }
+        let msg = taken.map(u32::to_le_bytes).unwrap_or([0xff; 4]);
+        std::io::Write::write_all(&mut tx, &msg).unwrap();
+        let mut n = [0u8; 1];
+        std::io::Read::read_exact(&mut tx, &mut n).unwrap();
+        assert_eq!(n[0] as usize, mine.len(), "the child got its core back");
+        let mut st = 0;
+        // SAFETY: reap our own child.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+    }
+}
