@@ -7,7 +7,10 @@
 //! core, its last one, where it preempts the waker even with the other core idle; the waker
 //! then waits out the clone3 (0.3-0.5 ms), or the whole program, seen in traces on a 2-core VM.
 //! So the waker first takes its own core out of the process's affinity and tells it which;
-//! the process, once awake, adds that core back, before it forks or execs anything.
+//! the process, once awake, adds that core back, before it forks or execs anything. The
+//! zygote's own start-up (an exec and the C library's start, 0.2 ms) is sent away from the
+//! shim's core the same way, out of the way of the Create that containerd sends as soon as
+//! `start` has answered; its first request puts its affinity right.
 
 use std::mem::size_of;
 
@@ -19,20 +22,47 @@ fn own() -> Option<libc::cpu_set_t> {
     }
 }
 
-/// Let `pid` run on any core this thread may run on but the one it is on; nothing where that
-/// would leave none. The core taken out, for [`add_back`]; `None` when nothing changed. Best
-/// effort: the only cost of failing is the wait it avoids.
-pub fn away_from_this_cpu(pid: i32) -> Option<u32> {
+fn affinity_of(pid: i32) -> Option<libc::cpu_set_t> {
+    // SAFETY: as in `own`, for another process.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        (libc::sched_getaffinity(pid, size_of::<libc::cpu_set_t>(), &mut set) == 0).then_some(set)
+    }
+}
+
+/// Give `pid` the affinity `set` less the core this thread is on, where `set` has another;
+/// with `always`, `set` itself otherwise. The core taken out, for [`add_back`].
+fn narrow(pid: i32, mut set: libc::cpu_set_t, always: bool) -> Option<u32> {
     // SAFETY: sched_getcpu takes nothing; the set is plain data passed with its size.
     unsafe {
-        let cpu = u32::try_from(libc::sched_getcpu()).ok()?;
-        let mut set = own()?;
-        if libc::CPU_COUNT(&set) < 2 || !libc::CPU_ISSET(cpu as usize, &set) {
+        let cpu = u32::try_from(libc::sched_getcpu()).ok();
+        let away = cpu.filter(|&c| {
+            libc::CPU_COUNT(&set) >= 2
+                && (c as usize) < libc::CPU_SETSIZE as usize
+                && libc::CPU_ISSET(c as usize, &set)
+        });
+        if let Some(c) = away {
+            libc::CPU_CLR(c as usize, &mut set);
+        } else if !always {
             return None;
         }
-        libc::CPU_CLR(cpu as usize, &mut set);
-        (libc::sched_setaffinity(pid, size_of::<libc::cpu_set_t>(), &set) == 0).then_some(cpu)
+        let ok = libc::sched_setaffinity(pid, size_of::<libc::cpu_set_t>(), &set) == 0;
+        away.filter(|_| ok)
     }
+}
+
+/// Let `pid` run on any core it may run on but the one this thread is on; nothing where that
+/// would leave it none. The core taken out, for [`add_back`]; `None` when nothing changed.
+/// Best effort: the only cost of failing is the wait it avoids.
+pub fn away_from_this_cpu(pid: i32) -> Option<u32> {
+    narrow(pid, affinity_of(pid)?, false)
+}
+
+/// The zygote's affinity made this thread's (the shim's, which its helpers are to inherit),
+/// less the core this thread is on: whatever an earlier narrowing left is undone, so the
+/// zygote's [`add_back`] always restores the shim's whole affinity.
+pub fn zygote_away_from_this_cpu(pid: i32) -> Option<u32> {
+    narrow(pid, own()?, true)
 }
 
 /// Give this thread back the core [`away_from_this_cpu`] took. Whatever else changed its
@@ -103,6 +133,39 @@ mod tests {
         let mut n = [0u8; 1];
         std::io::Read::read_exact(&mut tx, &mut n).unwrap();
         assert_eq!(n[0] as usize, mine.len(), "the child got its core back");
+        let mut st = 0;
+        // SAFETY: reap our own child.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+    }
+
+    #[test]
+    fn the_zygote_gets_the_shims_whole_affinity_back_after_any_narrowing() {
+        let mine = cpus(0);
+        if mine.len() < 2 {
+            return;
+        }
+        let (mut tx, rx) = std::os::unix::net::UnixStream::pair().unwrap();
+        // SAFETY: as in the test above.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let mut b = [0u8; 4];
+            let mut rx = &rx;
+            if std::io::Read::read_exact(&mut rx, &mut b).is_ok() && b != [0xff; 4] {
+                add_back(u32::from_le_bytes(b));
+            }
+            let n = cpus(0).len() as u8;
+            let _ = std::io::Write::write_all(&mut rx, &[n]);
+            unsafe { libc::_exit(0) };
+        }
+        // Left narrowed twice (as a start-up narrowing then a lost request could leave it).
+        assert!(zygote_away_from_this_cpu(pid).is_some());
+        let _ = away_from_this_cpu(pid);
+        let taken = zygote_away_from_this_cpu(pid);
+        let msg = taken.map(u32::to_le_bytes).unwrap_or([0xff; 4]);
+        std::io::Write::write_all(&mut tx, &msg).unwrap();
+        let mut n = [0u8; 1];
+        std::io::Read::read_exact(&mut tx, &mut n).unwrap();
+        assert_eq!(n[0] as usize, mine.len(), "the zygote has every core again");
         let mut st = 0;
         // SAFETY: reap our own child.
         unsafe { libc::waitpid(pid, &mut st, 0) };

@@ -76,6 +76,8 @@ pub fn start(owner: &str) -> Result<()> {
     // SAFETY: eventfd just returned it.
     let doorbell = unsafe { OwnedFd::from_raw_fd(doorbell) };
     let pid = spawn::spawn_zygote(doorbell.as_fd(), theirs.as_fd(), owner)?;
+    // Its start-up off this core (affinity.rs); its first request undoes this.
+    crate::affinity::zygote_away_from_this_cpu(pid);
     *zygote() = Some(Zygote {
         pid,
         sock: ours,
@@ -131,7 +133,7 @@ pub(crate) fn spawn_helper(
             sync.as_raw_fd(),
         ];
         fds.extend(cgroup.map(|c| c.as_raw_fd()));
-        let away = crate::affinity::away_from_this_cpu(z.pid);
+        let away = crate::affinity::zygote_away_from_this_cpu(z.pid);
         let request = flags | away.map_or(0, |cpu| (u64::from(cpu) + 1) << 32);
         match send_request(&z.sock, request, &fds).and_then(|()| ring(z.doorbell.as_fd())) {
             Ok(()) => {
