@@ -214,9 +214,10 @@ pub fn delete(a: &Args) -> Result<(), String> {
     } else {
         PathBuf::from(&a.bundle)
     };
-    let (pid, status) =
-        crt_runtime::cleanup(&bundle).map_err(|e| format!("cleanup {}: {e}", a.id))?;
+    let cleaned = crt_runtime::cleanup(&bundle);
+    // Whatever the clean-up says: a dead shim's socket is of no use to anyone.
     remove_dead_socket(&bundle);
+    let (pid, status) = cleaned.map_err(|e| format!("cleanup {}: {e}", a.id))?;
     let mut r = DeleteResponse::new();
     r.pid = pid.max(0) as u32;
     r.exit_status = status.map(|s| s as u32).unwrap_or(137);
