@@ -14,16 +14,9 @@
 
 use std::mem::size_of;
 
-fn own() -> Option<libc::cpu_set_t> {
-    // SAFETY: cpu_set_t is plain data; sched_getaffinity writes only the set we pass.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        (libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) == 0).then_some(set)
-    }
-}
-
+/// `pid`'s CPU affinity (0: this thread's).
 fn affinity_of(pid: i32) -> Option<libc::cpu_set_t> {
-    // SAFETY: as in `own`, for another process.
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity writes only the set we pass.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         (libc::sched_getaffinity(pid, size_of::<libc::cpu_set_t>(), &mut set) == 0).then_some(set)
@@ -62,18 +55,20 @@ pub fn away_from_this_cpu(pid: i32) -> Option<u32> {
 /// less the core this thread is on: whatever an earlier narrowing left is undone, so the
 /// zygote's [`add_back`] always restores the shim's whole affinity.
 pub fn zygote_away_from_this_cpu(pid: i32) -> Option<u32> {
-    narrow(pid, own()?, true)
+    narrow(pid, affinity_of(0)?, true)
 }
 
 /// Give this thread back the core [`away_from_this_cpu`] took. Whatever else changed its
 /// affinity meanwhile (an update of its cpuset rewrites it) stays: the kernel keeps any
 /// affinity within the cpuset.
 pub fn add_back(cpu: u32) {
-    let Some(mut set) = own() else { return };
+    let Some(mut set) = affinity_of(0) else {
+        return;
+    };
     if cpu as usize >= libc::CPU_SETSIZE as usize {
         return;
     }
-    // SAFETY: a set read by `own`, passed back with its size.
+    // SAFETY: a set read by `affinity_of`, passed back with its size.
     unsafe {
         libc::CPU_SET(cpu as usize, &mut set);
         libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
@@ -83,38 +78,52 @@ pub fn add_back(cpu: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
 
     fn cpus(pid: i32) -> Vec<usize> {
-        // SAFETY: as above.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            assert_eq!(
-                libc::sched_getaffinity(pid, size_of::<libc::cpu_set_t>(), &mut set),
-                0
-            );
-            (0..libc::CPU_SETSIZE as usize)
-                .filter(|&c| libc::CPU_ISSET(c, &set))
-                .collect()
+        let set = affinity_of(pid).expect("sched_getaffinity");
+        // SAFETY: reading a cpu_set_t.
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+            .collect()
+    }
+
+    /// A child that waits for the core to add back (or none), adds it, reports its CPU count
+    /// and exits; its pid and our end of its socket.
+    fn child_adding_back() -> (i32, UnixStream) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        // SAFETY: the child only reads, sets its affinity and writes, then _exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let mut b = [0u8; 4];
+            let mut rx = &theirs;
+            if rx.read_exact(&mut b).is_ok() && b != [0xff; 4] {
+                add_back(u32::from_le_bytes(b));
+            }
+            let n = cpus(0).len() as u8;
+            let _ = rx.write_all(&[n]);
+            unsafe { libc::_exit(0) };
         }
+        (pid, ours)
+    }
+
+    /// Tell the child which core was `taken`; its CPU count once it added it back, reaped.
+    fn cpus_after_add_back(pid: i32, mut sock: UnixStream, taken: Option<u32>) -> usize {
+        let msg = taken.map(u32::to_le_bytes).unwrap_or([0xff; 4]);
+        sock.write_all(&msg).unwrap();
+        let mut n = [0u8; 1];
+        sock.read_exact(&mut n).unwrap();
+        let mut st = 0;
+        // SAFETY: reap our own child.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+        n[0] as usize
     }
 
     #[test]
     fn a_process_moved_away_gets_the_core_back() {
         let mine = cpus(0);
-        // A child that waits for the core to add back, adds it and reports its CPU count.
-        let (mut tx, rx) = std::os::unix::net::UnixStream::pair().unwrap();
-        // SAFETY: the child only reads, sets its affinity and writes, then _exits.
-        let pid = unsafe { libc::fork() };
-        if pid == 0 {
-            let mut b = [0u8; 4];
-            let mut rx = &rx;
-            if std::io::Read::read_exact(&mut rx, &mut b).is_ok() && b != [0xff; 4] {
-                add_back(u32::from_le_bytes(b));
-            }
-            let n = cpus(0).len() as u8;
-            let _ = std::io::Write::write_all(&mut rx, &[n]);
-            unsafe { libc::_exit(0) };
-        }
+        let (pid, sock) = child_adding_back();
         let taken = away_from_this_cpu(pid);
         let narrowed = cpus(pid);
         match taken {
@@ -128,14 +137,11 @@ mod tests {
         if mine.len() >= 2 {
             assert!(taken.is_some(), "with {mine:?} one core is taken");
         }
-        let msg = taken.map(u32::to_le_bytes).unwrap_or([0xff; 4]);
-        std::io::Write::write_all(&mut tx, &msg).unwrap();
-        let mut n = [0u8; 1];
-        std::io::Read::read_exact(&mut tx, &mut n).unwrap();
-        assert_eq!(n[0] as usize, mine.len(), "the child got its core back");
-        let mut st = 0;
-        // SAFETY: reap our own child.
-        unsafe { libc::waitpid(pid, &mut st, 0) };
+        assert_eq!(
+            cpus_after_add_back(pid, sock, taken),
+            mine.len(),
+            "the child got its core back"
+        );
     }
 
     #[test]
@@ -144,30 +150,15 @@ mod tests {
         if mine.len() < 2 {
             return;
         }
-        let (mut tx, rx) = std::os::unix::net::UnixStream::pair().unwrap();
-        // SAFETY: as in the test above.
-        let pid = unsafe { libc::fork() };
-        if pid == 0 {
-            let mut b = [0u8; 4];
-            let mut rx = &rx;
-            if std::io::Read::read_exact(&mut rx, &mut b).is_ok() && b != [0xff; 4] {
-                add_back(u32::from_le_bytes(b));
-            }
-            let n = cpus(0).len() as u8;
-            let _ = std::io::Write::write_all(&mut rx, &[n]);
-            unsafe { libc::_exit(0) };
-        }
+        let (pid, sock) = child_adding_back();
         // Left narrowed twice (as a start-up narrowing then a lost request could leave it).
         assert!(zygote_away_from_this_cpu(pid).is_some());
         let _ = away_from_this_cpu(pid);
         let taken = zygote_away_from_this_cpu(pid);
-        let msg = taken.map(u32::to_le_bytes).unwrap_or([0xff; 4]);
-        std::io::Write::write_all(&mut tx, &msg).unwrap();
-        let mut n = [0u8; 1];
-        std::io::Read::read_exact(&mut tx, &mut n).unwrap();
-        assert_eq!(n[0] as usize, mine.len(), "the zygote has every core again");
-        let mut st = 0;
-        // SAFETY: reap our own child.
-        unsafe { libc::waitpid(pid, &mut st, 0) };
+        assert_eq!(
+            cpus_after_add_back(pid, sock, taken),
+            mine.len(),
+            "the zygote has every core again"
+        );
     }
 }

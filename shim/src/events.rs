@@ -48,7 +48,7 @@ impl Queue {
 pub struct Publisher(Arc<Queue>);
 
 #[derive(Clone, Copy, PartialEq)]
-enum Hold {
+enum HoldState {
     Off,
     On,
     /// On, and an event was queued meanwhile.
@@ -56,24 +56,25 @@ enum Hold {
 }
 
 thread_local! {
-    /// Whether this thread's events wait for the end of what it is doing (`Publisher::held`).
-    static HOLD: Cell<Hold> = const { Cell::new(Hold::Off) };
+    /// Whether this thread's events wait for the end of what it is doing (`Publisher::hold`).
+    static HOLD: Cell<HoldState> = const { Cell::new(HoldState::Off) };
 }
 
-/// Ends a hold: the publisher is woken if an event came in while it was on.
-struct HoldGuard<'a> {
+/// A hold on this thread's events ([`Publisher::hold`]); dropped, it wakes the publisher if an
+/// event came in while it was on.
+pub struct Hold<'a> {
     queue: &'a Queue,
-    outer: Hold,
+    outer: HoldState,
 }
 
-impl Drop for HoldGuard<'_> {
+impl Drop for Hold<'_> {
     fn drop(&mut self) {
-        let pending = HOLD.with(|h| h.replace(self.outer)) == Hold::Pending;
+        let pending = HOLD.with(|h| h.replace(self.outer)) == HoldState::Pending;
         if pending {
-            if self.outer == Hold::Off {
+            if self.outer == HoldState::Off {
                 self.queue.ready.notify_one();
             } else {
-                HOLD.with(|h| h.set(Hold::Pending));
+                HOLD.with(|h| h.set(HoldState::Pending));
             }
         }
     }
@@ -113,9 +114,9 @@ impl Publisher {
     fn send(&self, topic: &'static str, any: Any) {
         self.0.lock().push_back(Msg::Event(Event { topic, any }));
         let held = HOLD.with(|h| {
-            let on = h.get() != Hold::Off;
+            let on = h.get() != HoldState::Off;
             if on {
-                h.set(Hold::Pending);
+                h.set(HoldState::Pending);
             }
             on
         });
@@ -124,24 +125,24 @@ impl Publisher {
         }
     }
 
-    /// Run `f` (a call, its reply included) with the publisher's wake-up held until it
-    /// returns. Its events are queued as they happen, so their order is unchanged, and an
-    /// event another thread wakes the publisher for takes them along; but the publisher,
-    /// and the containerd it wakes in turn, no longer compete for the two cores with the
-    /// rest of the call and its reply, which the caller is waiting for. runc's shim, too,
-    /// sends its events from a queue, after the call that queued them went on.
-    pub fn held<R>(&self, f: impl FnOnce() -> R) -> R {
-        let _guard = HoldGuard {
+    /// Hold the publisher's wake-up for this thread's events until the returned guard drops
+    /// (a call, its reply included). Its events are queued as they happen, so their order is
+    /// unchanged, and an event another thread wakes the publisher for takes them along; but
+    /// the publisher, and the containerd it wakes in turn, no longer compete for the two cores
+    /// with the rest of the call and its reply, which the caller is waiting for. runc's shim,
+    /// too, sends its events from a queue, after the call that queued them went on. Holds
+    /// nest: an inner one ends with the outer.
+    pub fn hold(&self) -> Hold<'_> {
+        Hold {
             queue: &self.0,
             outer: HOLD.with(|h| {
                 let outer = h.get();
-                if outer == Hold::Off {
-                    h.set(Hold::On);
+                if outer == HoldState::Off {
+                    h.set(HoldState::On);
                 }
                 outer
             }),
-        };
-        f()
+        }
     }
 
     /// Wait up to `timeout` for the queue to drain. The shim exits right after the Shutdown
@@ -354,6 +355,7 @@ impl Forwarder {
 mod tests {
     use super::*;
     use std::os::unix::net::UnixListener;
+    use std::path::PathBuf;
     use std::sync::{Arc, Mutex};
 
     /// A containerd stand-in that answers each Forward after `delay` and records the topics
@@ -386,14 +388,20 @@ mod tests {
         got
     }
 
-    #[test]
-    fn flush_returns_once_queued_events_are_forwarded() {
-        let dir = std::env::temp_dir().join(format!("crt-events-{}", std::process::id()));
+    /// A publisher forwarding to an [`events_server`] in a fresh dir `name` (removed after).
+    fn publisher(name: &str, delay: Duration) -> (Publisher, Arc<Mutex<Vec<String>>>, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let sock = dir.join("ttrpc.sock");
-        let got = events_server(&sock, Duration::from_millis(100));
+        let got = events_server(&sock, delay);
         let p = Publisher::start(Some(format!("unix://{}", sock.display())), "ns".into());
+        (p, got, dir)
+    }
+
+    #[test]
+    fn flush_returns_once_queued_events_are_forwarded() {
+        let (p, got, dir) = publisher("crt-events", Duration::from_millis(100));
         p.exit("c", "c", 1, 0, &now());
         p.delete("c", 1, 0, &now());
         p.flush(Duration::from_secs(5));
@@ -411,33 +419,33 @@ mod tests {
 
     #[test]
     fn held_events_are_sent_in_order_once_the_hold_ends() {
-        let dir = std::env::temp_dir().join(format!("crt-events-held-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let sock = dir.join("ttrpc.sock");
-        let got = events_server(&sock, Duration::ZERO);
-        let p = Publisher::start(Some(format!("unix://{}", sock.display())), "ns".into());
+        let (p, got, dir) = publisher("crt-events-held", Duration::ZERO);
         // Connected and idle first, so the held event below would go out at once if woken.
         p.start_("c", 1);
         assert_eq!(wait_for(&got, 1), vec!["/tasks/start"]);
-        let inner = p.held(|| {
+        let inner = {
+            let _held = p.hold();
             p.exit("c", "c", 1, 0, &now());
             // A nested hold (a call run on the loop) does not end the outer one.
-            p.held(|| p.delete("c", 1, 0, &now()));
+            {
+                let _inner = p.hold();
+                p.delete("c", 1, 0, &now());
+            }
             std::thread::sleep(Duration::from_millis(200));
             got.lock().unwrap().len()
-        });
+        };
         assert_eq!(inner, 1, "an event went out while its hold was on");
         assert_eq!(
             wait_for(&got, 3),
             vec!["/tasks/start", "/tasks/exit", "/tasks/delete"]
         );
         // A flush inside a hold is not held: it would wait for itself.
-        p.held(|| {
+        {
+            let _held = p.hold();
             p.oom("c");
             p.flush(Duration::from_secs(5));
             assert_eq!(got.lock().unwrap().len(), 4);
-        });
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

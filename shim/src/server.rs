@@ -264,7 +264,10 @@ fn dispatch(svc: &Arc<Service>, workers: &Arc<Workers>, call: Call, reply: Reply
         return;
     }
     let s = svc.clone();
-    let job = move || s.events_held(|| reply.send(run_call(&s, call)));
+    let job = move || {
+        let _held = s.hold_events();
+        reply.send(run_call(&s, call))
+    };
     if let Err(job) = workers.run(Box::new(job)) {
         log::warn!("no thread for a call: running it on the loop");
         job();
@@ -313,14 +316,23 @@ impl Workers {
     /// and a thread started for it then was the first 0.05-0.1 ms of every Create. It ends
     /// after its linger like any other when no call comes.
     fn prestart(self: &Arc<Self>) {
-        self.lock().threads += 1;
+        let q = self.lock();
+        self.spawn_worker(q);
+    }
+
+    /// Start one more worker, counted under `q`; false when no thread could start.
+    fn spawn_worker(self: &Arc<Self>, mut q: std::sync::MutexGuard<'_, WorkQueue>) -> bool {
+        q.threads += 1;
+        drop(q);
         let me = self.clone();
         let spawned = std::thread::Builder::new()
             .name("call".into())
             .spawn(move || me.work());
         if spawned.is_err() {
             self.lock().threads -= 1;
+            return false;
         }
+        true
     }
 
     /// Hand `job` to an idle worker, or to a new one; `job` back when no thread can start (the
@@ -333,18 +345,10 @@ impl Workers {
             self.ready.notify_one();
             return Ok(());
         }
-        q.threads += 1;
-        drop(q);
-        let me = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name("call".into())
-            .spawn(move || me.work());
-        if spawned.is_err() {
-            let mut q = self.lock();
-            q.threads -= 1;
+        if !self.spawn_worker(q) {
             // Only the loop queues jobs: the newest is this one, unless a worker that just
             // finished took it; then whichever is left runs on the loop instead.
-            if let Some(job) = q.jobs.pop_back() {
+            if let Some(job) = self.lock().jobs.pop_back() {
                 return Err(job);
             }
         }
@@ -418,42 +422,41 @@ pub fn serve(
             Err(e) => return Err(format!("epoll wait: {e}")),
         };
         // Events queued here (exits, mostly) go out after the Wait replies they unblock.
-        svc.events_held(|| {
-            for ev in &events[..n] {
-                match ev.data() {
-                    LISTENER => accept_all(&ep, &listener, &mut clients, &mut next),
-                    SIGNALS => {
-                        while let Ok(Some(_)) = sigs.read_signal() {}
-                        reap(&svc);
-                    }
-                    OOM => svc.on_oom_activity(),
-                    token => {
-                        let Some(c) = clients.get_mut(&token) else {
+        let _held = svc.hold_events();
+        for ev in &events[..n] {
+            match ev.data() {
+                LISTENER => accept_all(&ep, &listener, &mut clients, &mut next),
+                SIGNALS => {
+                    while let Ok(Some(_)) = sigs.read_signal() {}
+                    reap(&svc);
+                }
+                OOM => svc.on_oom_activity(),
+                token => {
+                    let Some(c) = clients.get_mut(&token) else {
+                        continue;
+                    };
+                    let open = read_some(c);
+                    for (h, body) in take_frames(c) {
+                        if h.type_ != MESSAGE_TYPE_REQUEST {
                             continue;
-                        };
-                        let open = read_some(c);
-                        for (h, body) in take_frames(c) {
-                            if h.type_ != MESSAGE_TYPE_REQUEST {
-                                continue;
-                            }
-                            let reply = Reply {
-                                conn: c.conn.clone(),
-                                stream: h.stream_id,
-                            };
-                            match parse_request(&body) {
-                                Ok(call) => dispatch(&svc, &workers, call, reply),
-                                Err(e) => reply.send(Err(e)),
-                            }
                         }
-                        if !open {
-                            if let Some(c) = clients.remove(&token) {
-                                let _ = ep.delete(&c.conn.fd);
-                            }
+                        let reply = Reply {
+                            conn: c.conn.clone(),
+                            stream: h.stream_id,
+                        };
+                        match parse_request(&body) {
+                            Ok(call) => dispatch(&svc, &workers, call, reply),
+                            Err(e) => reply.send(Err(e)),
+                        }
+                    }
+                    if !open {
+                        if let Some(c) = clients.remove(&token) {
+                            let _ = ep.delete(&c.conn.fd);
                         }
                     }
                 }
             }
-        });
+        }
         if shutdown.try_recv().is_ok() {
             return Ok(());
         }

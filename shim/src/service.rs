@@ -245,9 +245,10 @@ impl Service {
         }
     }
 
-    /// Run `f` with the events it queues sent once it returns (`Publisher::held`).
-    pub fn events_held<R>(&self, f: impl FnOnce() -> R) -> R {
-        self.events.held(f)
+    /// Until the guard drops, the events this thread queues wait to be sent
+    /// (`Publisher::hold`).
+    pub fn hold_events(&self) -> crate::events::Hold<'_> {
+        self.events.hold()
     }
 
     fn lock(&self) -> MutexGuard<'_, Table> {

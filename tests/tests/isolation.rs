@@ -812,34 +812,19 @@ fn cpu_affinity(c: &Containerd) {
     assert!(!want.is_empty());
     let id = c.new_id("affinity");
     c.run_detached(&[], &id, &["sleep", "1000"]);
-    let init = c.ctr_timeout(
-        &[
-            "task",
-            "exec",
-            "--exec-id",
-            "a1",
-            &id,
-            "cat",
-            "/proc/1/status",
-        ],
-        secs(60),
-    );
-    assert!(init.success(), "{init}");
-    assert_eq!(field(&init.stdout), want, "the init's CPUs:\n{init}");
-    let exec = c.ctr_timeout(
-        &[
-            "task",
-            "exec",
-            "--exec-id",
-            "a2",
-            &id,
-            "cat",
-            "/proc/self/status",
-        ],
-        secs(60),
-    );
-    assert!(exec.success(), "{exec}");
-    assert_eq!(field(&exec.stdout), want, "an exec's CPUs:\n{exec}");
+    // A status file read through an exec, and the CPUs it lists.
+    let cpus_in = |exec_id: &str, status: &str| {
+        let out = c.ctr_timeout(
+            &["task", "exec", "--exec-id", exec_id, &id, "cat", status],
+            secs(60),
+        );
+        assert!(out.success(), "{out}");
+        (field(&out.stdout), out)
+    };
+    let (init, out) = cpus_in("a1", "/proc/1/status");
+    assert_eq!(init, want, "the init's CPUs:\n{out}");
+    let (exec, out) = cpus_in("a2", "/proc/self/status");
+    assert_eq!(exec, want, "an exec's CPUs:\n{out}");
     c.ctr(&["task", "kill", "-s", "SIGKILL", &id]).assert_ok();
     c.wait_task_status(&id, "STOPPED");
     c.ctr(&["task", "delete", &id]).assert_ok();
