@@ -22,6 +22,7 @@
 
 pub mod cgroup;
 pub mod cmd;
+pub mod event_sink;
 pub mod image;
 pub mod leaks;
 pub mod procs;

@@ -1,5 +1,5 @@
 //! `make bench`: crt against containerd-shim-runc-v2 + runc and + crun, on one private
-//! containerd, interleaved (crt, runc, crun, crt, …) so drift hits all alike. Reports medians,
+//! containerd, interleaved (crt, runc, crun, runc, crun, crt, …: the order turns run by run) so drift hits all alike. Reports medians,
 //! the spread (p10-p90) and ratios to runc's shim, as a Markdown table (`$BENCH_OUT`, default
 //! `target/bench.md`) and JSON (`$BENCH_JSON`, default `target/bench.json`).
 //!
@@ -12,10 +12,11 @@
 //! - `BENCH_PODS` running containers (one shim each): Pss per shim, as `smaps_rollup` says;
 //! - density: `BENCH_DENSITY` containers started one after another, then 4 at a time (wall
 //!   clock each), and their removal;
-//! - the shim alone, without containerd on the path: `shim start` as containerd runs it, then
-//!   Create, Start, Wait and Delete of `true` over ttrpc on a prepared bundle (containerd only
-//!   receives the events), and the floor: fork, unshare, pivot_root and exec of `true`; the
-//!   calls' sum (Create + Start + Wait + Delete) against the floor;
+//! - the shim alone, without containerd: `shim start` as containerd runs it, then Create,
+//!   Start, Wait and Delete of `true` over ttrpc on a prepared bundle, the shim's events
+//!   answered by this process (`event_sink.rs`), and the floor: fork, unshare, pivot_root and
+//!   exec of `true`; the calls' sum (Create + Start + Wait + Delete) against the floor. Each
+//!   run starts after a pause, in an order that turns run by run;
 //! - the pod case: one CRI pod (another containerd, with CRI) of pause + min(`BENCH_PODS`, 10)
 //!   containers on crt and on runc: RSS and Pss of the pod's one shim.
 //!
@@ -27,7 +28,8 @@
 //!
 //! Knobs: `QUICK=1` (about a minute), `BENCH_ONLY=alone` (just the shim alone), `BENCH_RUNS` (20), `BENCH_PODS` (20), `BENCH_EXECS` (50),
 //! `BENCH_CRT_BASELINE` (the shim alone: a directory with another crt build, interleaved),
-//! `BENCH_CRT_ONLY=1` (the shim alone: no runc or crun),
+//! `BENCH_CRT_ONLY=1` (the shim alone: no runc or crun), `BENCH_ALONE_EVENTS=containerd` (the
+//! shim alone: events to the private containerd, as before),
 //! `BENCH_DENSITY` (50), `BENCH_CONTAINERD` (`2` default, or `1.6`), `CRT_BIN_DIR` (make bench:
 //! the release build).
 
@@ -36,6 +38,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use crt_e2e::event_sink::EventSink;
 use crt_e2e::{json, secs, Containerd, Value, Version, IMAGE};
 
 struct Runtime {
@@ -232,8 +235,11 @@ fn main() {
     let mut res: Vec<Results> = rts.iter().map(|_| Results::default()).collect();
 
     // Interleaved: start, phases.
-    for _ in 0..runs {
-        for (i, rt) in rts.iter().enumerate() {
+    for k in 0..runs {
+        // Each runtime takes every place in the order in turn (see `shim_alone`).
+        for j in 0..rts.len() {
+            let i = (j + k) % rts.len();
+            let rt = &rts[i];
             let id = c.new_id(&format!("start{}", rt.name));
             res[i]
                 .start
@@ -413,6 +419,7 @@ fn drive_shim(
     shim: &std::path::Path,
     options: Option<Any>,
     id: &str,
+    events: Option<&EventSink>,
 ) -> Result<(Duration, Phases), String> {
     use containerd_shim_protos::api::{
         CreateTaskRequest, CreateTaskResponse, DeleteRequest, DeleteResponse, Empty,
@@ -459,7 +466,13 @@ fn drive_shim(
         .arg(&containerd)
         .arg("start")
         .current_dir(&bundle)
-        .env("TTRPC_ADDRESS", format!("{}.ttrpc", c.sock().display()))
+        .env(
+            "TTRPC_ADDRESS",
+            events.map_or_else(
+                || format!("{}.ttrpc", c.sock().display()),
+                EventSink::address,
+            ),
+        )
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     crt_e2e::util::in_v1_view(&mut cmd);
@@ -519,6 +532,25 @@ fn drive_shim(
     };
     let res = run();
     let took = t.elapsed();
+    // Every shim sends these four; waited for here, off the clock, so that none is still
+    // being handled when the next run starts, and a shim that skipped one is not measured.
+    let res = res.and_then(|()| match events {
+        Some(sink) => {
+            let got = sink.wait_for(id, 4, Duration::from_secs(5));
+            let want = [
+                "/tasks/create",
+                "/tasks/start",
+                "/tasks/exit",
+                "/tasks/delete",
+            ];
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!("events: expected {want:?}, got {got:?}"))
+            }
+        }
+        None => Ok(()),
+    });
     // Each phase's own time, from the marks' running times.
     for i in (1..5).rev() {
         phases[i] = phases[i].saturating_sub(phases[i - 1]);
@@ -532,6 +564,10 @@ fn drive_shim(
     }
     res.map(|()| (took, phases))
 }
+
+/// The pause before each run of the shim alone, for what the previous run left to the kernel's
+/// workers to finish.
+const SETTLE: Duration = Duration::from_millis(20);
 
 /// `start`, Create, Start, Wait and Delete of one driven run.
 type Phases = [Duration; 5];
@@ -616,6 +652,18 @@ fn shim_alone(c: &Containerd, runs: usize) -> Vec<(String, Vec<Duration>, Vec<Ph
     }
     let rootfs = c.harness_dir().join("floor-rootfs");
     crt_e2e::image::make_rootfs(&rootfs);
+    // The shims' events go to this process, not to containerd (issue #7: the shim alone,
+    // without containerd), unless BENCH_ALONE_EVENTS=containerd.
+    let sink = match std::env::var("BENCH_ALONE_EVENTS").as_deref() {
+        Ok("containerd") => None,
+        _ => match EventSink::start(&c.harness_dir().join("events.ttrpc")) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("bench: the shim alone: an events socket: {e}");
+                return Vec::new();
+            }
+        },
+    };
     let mut out: Vec<(String, Vec<Duration>, Vec<Phases>)> = shims
         .iter()
         .map(|(n, _, _)| (n.clone(), Vec::new(), Vec::new()))
@@ -626,13 +674,30 @@ fn shim_alone(c: &Containerd, runs: usize) -> Vec<(String, Vec<Duration>, Vec<Ph
         )))
         .collect();
     let mut failed = vec![false; shims.len()];
-    for _ in 0..runs {
-        for (i, (name, bin, opts)) in shims.iter().enumerate() {
+    // The floor is index shims.len().
+    let n = shims.len() + 1;
+    for k in 0..runs {
+        // Each takes every place in the order in turn, and each starts on a quiet host: a run
+        // leaves work behind (its shim's and zygote's exits, the network namespace's teardown
+        // and the cgroups' release in kernel workers, for a millisecond or more) that slowed
+        // whichever came next. An A/A run (one build as both crt and crt-baseline) in a fixed
+        // order put the first 0.2-0.3 ms ahead of the second.
+        for j in 0..n {
+            let i = (j + k) % n;
+            std::thread::sleep(SETTLE);
+            if i == shims.len() {
+                match syscall_floor(&rootfs) {
+                    Ok(d) => out[i].1.push(d),
+                    Err(e) => eprintln!("bench: {e}"),
+                }
+                continue;
+            }
             if failed[i] {
                 continue;
             }
+            let (name, bin, opts) = &shims[i];
             let id = c.new_id(&format!("alone{name}"));
-            match drive_shim(c, bin, opts.clone(), &id) {
+            match drive_shim(c, bin, opts.clone(), &id, sink.as_ref()) {
                 Ok((d, p)) => {
                     out[i].1.push(d);
                     out[i].2.push(p);
@@ -642,10 +707,6 @@ fn shim_alone(c: &Containerd, runs: usize) -> Vec<(String, Vec<Duration>, Vec<Ph
                     failed[i] = true;
                 }
             }
-        }
-        match syscall_floor(&rootfs) {
-            Ok(d) => out[shims.len()].1.push(d),
-            Err(e) => eprintln!("bench: {e}"),
         }
     }
     out.retain(|(_, v, _)| !v.is_empty());
