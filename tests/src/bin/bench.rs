@@ -1,7 +1,8 @@
 //! `make bench`: crt against containerd-shim-runc-v2 + runc and + crun, on one private
-//! containerd, interleaved (crt, runc, crun, runc, crun, crt, …: the order turns run by run) so drift hits all alike. Reports medians,
-//! the spread (p10-p90) and ratios to runc's shim, as a Markdown table (`$BENCH_OUT`, default
-//! `target/bench.md`) and JSON (`$BENCH_JSON`, default `target/bench.json`).
+//! containerd, interleaved (crt, runc, crun, then runc, crun, crt, …: the order turns run by
+//! run) so drift hits all alike. Reports medians, the spread (p10-p90) and ratios to runc's
+//! shim, as a Markdown table (`$BENCH_OUT`, default `target/bench.md`) and JSON
+//! (`$BENCH_JSON`, default `target/bench.json`).
 //!
 //! - start: `ctr run --rm IMAGE ID true`, the whole create-start-exit-delete a user waits for;
 //! - its phases: `ctr run -d` (create, shim start, start), `ctr task delete` once `true` has
