@@ -57,7 +57,11 @@ SECCOMP_SYS_LIB := $(shell $${CC:-cc} -print-file-name=libseccomp.a)
 SECCOMP_LIB_DIR := $(if $(filter musl,$(RELEASE_LIBC)),$(TARGET_DIR)/seccomp-musl,$(dir $(SECCOMP_SYS_LIB)))
 # Relative relocations packed (DT_RELR): the static-pie's start-up relocation reads 3 KiB
 # instead of 242 KiB of .rela.dyn (idle RSS -100 KiB).
-STATIC_ENV := RUSTFLAGS="$(RUSTFLAGS) -C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs $(ORDER_FLAGS)" LIBSECCOMP_LINK_TYPE=static \
+# Segments 64 KiB-aligned (max-page-size): each segment's addresses then line up with the
+# 64 KiB folios the binary's page cache holds (see `build`), and a page fault's fault-around
+# window covers one folio instead of straddling two, both of which the kernel maps whole
+# (idle RSS -70 KiB; the file stays the same size).
+STATIC_ENV := RUSTFLAGS="$(RUSTFLAGS) -C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs -C link-arg=-Wl,-z,max-page-size=65536 $(ORDER_FLAGS)" LIBSECCOMP_LINK_TYPE=static \
 	LIBSECCOMP_LIB_PATH=$(SECCOMP_LIB_DIR)
 
 # the crt binary is only needed when crt is the runtime under test
