@@ -36,6 +36,11 @@ pub enum Msg {
     Pid(i32),
     /// The pty master of a process.terminal process rides with this frame.
     Console,
+    /// The container's /dev is made (before pivot_root and the prestart/createRuntime hooks):
+    /// the runtime applies the device rules now, as runc does before those hooks, while the
+    /// helper goes on, and answers Continue or Error. The helper reads the answer before the
+    /// hooks, or else once its rootfs is set up, before anything that opens a device.
+    Devices,
     /// The helper waits before pivot_root while the runtime runs prestart/createRuntime hooks.
     Hooks,
     /// The helper unshared its user namespace: the runtime writes its uid/gid maps.

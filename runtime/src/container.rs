@@ -45,6 +45,8 @@ pub struct Container {
     rootfs_mount: Option<PathBuf>,
     /// The init's mount namespace, held until the init exits ([`Container::release_mounts`]).
     mount_ns: Option<OwnedFd>,
+    /// The OOM watch opened during create, until [`Container::oom_events`] takes it.
+    oom_events: Option<Result<Option<OwnedFd>>>,
     console: Option<Console>,
     seccomp: Option<crate::seccomp::SeccompProgram>,
     poststart: Vec<Hook>,
@@ -177,29 +179,39 @@ impl Container {
                     .map_err(RuntimeError::Init)
             };
             let listener = Listener::of(&loaded.plan.process.seccomp, &loaded.plan.hook_state);
+            // Done while the helper finishes its set-up (pivot_root, /proc, masks, credentials)
+            // instead of after it: the device rules (runc too writes them before the prestart
+            // hooks, which may add to them), the hold on its mount namespace (final by now) and
+            // the OOM watch.
+            let new_mount_ns = loaded.plan.has_new_ns(libc::CLONE_NEWNS);
+            let mut early: Option<(Option<OwnedFd>, Result<Option<OwnedFd>>)> = None;
+            let mut on_devices = |pid: i32| -> Result<()> {
+                if let Some(r) = &loaded.resources {
+                    cg.apply_devices(r)?;
+                }
+                let mount_ns = new_mount_ns.then(|| hold_mount_ns(pid)).flatten();
+                early = Some((mount_ns, cg.oom_events().map_err(Into::into)));
+                Ok(())
+            };
             let (pid, ch, console) = handshake(
                 helper,
                 Msg::Plan(Box::new(loaded.plan.clone())),
                 opts.log,
                 HandshakeEvents {
                     on_pid: &mut record_pid,
+                    on_devices: Some(&mut on_devices),
                     on_hooks: &mut runtime_hooks,
                     listener: listener.as_ref(),
                     id_maps: Some(&loaded.plan.id_maps),
                 },
             )?;
-            if let Some(r) = &loaded.resources {
-                cg.apply_devices(r)?;
-            }
-            let mount_ns = loaded
-                .plan
-                .has_new_ns(libc::CLONE_NEWNS)
-                .then(|| hold_mount_ns(pid))
-                .flatten();
-            Ok((pid, cg, ch, console, mount_ns))
+            let (mount_ns, oom) = early.ok_or_else(|| {
+                RuntimeError::Init("init was ready without reporting /dev made".into())
+            })?;
+            Ok((pid, cg, ch, console, mount_ns, oom))
         })();
         match res {
-            Ok((pid, cgroup, ch, console, mount_ns)) => Ok(Container {
+            Ok((pid, cgroup, ch, console, mount_ns, oom)) => Ok(Container {
                 id: opts.id.to_string(),
                 bundle: opts.bundle.to_path_buf(),
                 namespaces: loaded.plan.namespaces.iter().map(|n| n.flag).collect(),
@@ -209,6 +221,7 @@ impl Container {
                 channel: Some(ch),
                 rootfs_mount: undo.rootfs.take(),
                 mount_ns,
+                oom_events: Some(oom),
                 console,
                 seccomp: loaded.plan.process.seccomp.clone(),
                 poststart: loaded.hooks.poststart.clone(),
@@ -304,9 +317,12 @@ impl Container {
     }
 
     /// An fd readable after OOM activity in the container (see `cgroups/oom.rs`); `None`
-    /// without a memory controller.
-    pub fn oom_events(&self) -> Result<Option<std::os::fd::OwnedFd>> {
-        Ok(self.cgroup.oom_events()?)
+    /// without a memory controller. The first call takes the one opened during create.
+    pub fn oom_events(&mut self) -> Result<Option<std::os::fd::OwnedFd>> {
+        match self.oom_events.take() {
+            Some(early) => early,
+            None => Ok(self.cgroup.oom_events()?),
+        }
     }
 
     /// The cgroup's counters now (Task.Stats).
@@ -371,6 +387,8 @@ impl Container {
 /// and where a seccomp listener fd goes.
 struct HandshakeEvents<'a> {
     on_pid: &'a mut dyn FnMut(i32) -> Result<()>,
+    /// The container's /dev is made (`Msg::Devices`); `None` for an exec.
+    on_devices: Option<&'a mut dyn FnMut(i32) -> Result<()>>,
     on_hooks: &'a mut dyn FnMut(i32) -> Result<()>,
     listener: Option<&'a Listener>,
     /// What to write when the helper has unshared its user namespace.
@@ -419,6 +437,7 @@ impl ExecContext {
             log,
             HandshakeEvents {
                 on_pid: &mut note,
+                on_devices: None,
                 on_hooks: &mut |_| Err(RuntimeError::Init("an exec asked for hooks".into())),
                 listener: listener.as_ref(),
                 id_maps: None,
@@ -507,7 +526,7 @@ fn handshake(
     helper: PendingHelper,
     plan: Msg,
     log: &dyn Fn(&str),
-    ev: HandshakeEvents<'_>,
+    mut ev: HandshakeEvents<'_>,
 ) -> Result<(i32, Channel, Option<Console>)> {
     let PendingHelper { spawning, mut ch } = helper;
     let lost = |e: std::io::Error| RuntimeError::Init(format!("talk to init: {e}"));
@@ -530,6 +549,19 @@ fn handshake(
                 console = Some(Console::new(fd));
             }
             Some(Msg::SeccompListener) => forward_listener(&mut ch, ev.listener, pid, "creating")?,
+            Some(Msg::Devices) => {
+                let res = match ev.on_devices.as_mut() {
+                    Some(f) => f(pid),
+                    None => Err(RuntimeError::Init("an exec reported /dev made".into())),
+                };
+                if let Err(e) = res {
+                    let _ = ch.send(&Msg::Error(e.to_string()));
+                    return Err(e);
+                }
+                // The helper went on meanwhile: should it have failed and gone, its error is
+                // the next frame, not this send's.
+                let _ = ch.send(&Msg::Continue);
+            }
             Some(Msg::Hooks) => {
                 if let Err(e) = (ev.on_hooks)(pid) {
                     let _ = ch.send(&Msg::Error(e.to_string()));

@@ -5,7 +5,11 @@
 
 use crt_e2e::{assert_no_leaks, json, Containerd, Value};
 
-crt_e2e::scenarios!(hooks_all_six, hook_failure_and_timeout);
+crt_e2e::scenarios!(
+    hooks_all_six,
+    hook_failure_and_timeout,
+    a_prestart_hook_adds_a_device_rule
+);
 
 fn hook(script: &str, dir: &str) -> Value {
     json!({
@@ -157,6 +161,50 @@ fn hook_failure_and_timeout(c: &Containerd) {
     assert!(
         out.stderr.contains("createContainer hook #0") && out.stderr.contains("timed out after 1s"),
         "{out}"
+    );
+    assert_no_leaks(c, &[&id]);
+}
+
+/// cgroup v1: a prestart hook finds the spec's device rules in place and may add to them, as
+/// with runc (NVIDIA's legacy hook allows its GPUs this way); rules written after the hooks
+/// started with "deny all" and wiped its rule.
+fn a_prestart_hook_adds_a_device_rule(c: &Containerd) {
+    if crt_e2e::cgroup::cgroup_mode() != crt_e2e::cgroup::CgroupMode::V1 {
+        eprintln!("skip: cgroup v1 only (v2 device rules are an eBPF program)");
+        return;
+    }
+    let Some(devices) = crt_e2e::cgroup::v1_mount("devices") else {
+        eprintln!("skip: no v1 devices hierarchy");
+        return;
+    };
+    let id = c.new_id("hookdev");
+    // fuse (10:229): not among the default rules.
+    let mut spec = c.config_spec(&id, &["cat", "/sys/fs/cgroup/devices/devices.list"]);
+    spec["mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/sys/fs/cgroup",
+        "type": "cgroup",
+        "source": "cgroup",
+        "options": ["ro", "nosuid", "noexec", "nodev"],
+    }));
+    let script = r#"pid=$(sed -n 's/.*"pid":\([0-9]*\).*/\1/p')
+cg=$(sed -n 's/^[0-9]*:devices:\(.*\)$/\1/p' /proc/$pid/cgroup)
+echo 'c 10:229 rwm' > "$DEVICES$cg/devices.allow""#;
+    spec["hooks"] = json!({
+        "prestart": [{
+            "path": "/bin/sh",
+            "args": ["sh", "-c", script],
+            "env": [format!("DEVICES={}", devices.display())],
+        }],
+    });
+    let out = c.run_config(&id, &spec);
+    assert!(out.success(), "{out}");
+    assert!(
+        out.stdout.lines().any(|l| l.trim() == "c 10:229 rwm"),
+        "the hook's rule is in the container's devices.list:\n{out}"
+    );
+    assert!(
+        !out.stdout.lines().any(|l| l.trim() == "a *:* rwm"),
+        "the spec's deny-all is in force:\n{out}"
     );
     assert_no_leaks(c, &[&id]);
 }

@@ -585,6 +585,20 @@ fn sysctl_and_domainname(c: &Containerd) {
         "the error names the key:\n{out}"
     );
     assert_no_leaks(c, &[&id]);
+
+    // Of the container's network namespace but not a key there: refused by the kernel, in the
+    // helper, after the runtime was told /dev is made (Msg::Devices) and while it writes the
+    // device rules. The helper's error is the one reported.
+    let id = c.new_id("sysctlnokey");
+    let mut spec = c.config_spec(&id, &["true"]);
+    spec["linux"]["sysctl"] = crt_e2e::json!({"net.ipv4.crt_no_such_key": "1"});
+    let out = c.run_config(&id, &spec);
+    assert!(!out.success(), "{out}");
+    assert!(
+        out.stderr.contains("crt_no_such_key"),
+        "the error names the key:\n{out}"
+    );
+    assert_no_leaks(c, &[&id]);
 }
 
 /// process.scheduler, process.ioPriority and linux.personality reach the process.

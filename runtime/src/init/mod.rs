@@ -245,15 +245,21 @@ fn run_init(ch: &mut Channel, plan: &Plan) -> Result<(), String> {
             ));
         }
     }
+    let mut devices_pending = false;
     rootfs::setup(plan, &sources, &mut || {
+        ch.send(&Msg::Devices)
+            .map_err(|e| format!("report /dev made: {e}"))?;
+        if plan.runtime_hooks || !plan.create_container.is_empty() {
+            // Hooks see the device rules in place, as with runc: a prestart hook may add to
+            // them (a GPU's), which rules written after it would wipe.
+            await_continue(ch, "device rules")?;
+        } else {
+            devices_pending = true;
+        }
         if plan.runtime_hooks {
             ch.send(&Msg::Hooks)
                 .map_err(|e| format!("ask for createRuntime hooks: {e}"))?;
-            match ch.recv() {
-                Ok(Some(Msg::Continue)) => {}
-                Ok(Some(Msg::Error(e))) => return Err(e),
-                other => return Err(format!("waiting for createRuntime hooks: {other:?}")),
-            }
+            await_continue(ch, "createRuntime hooks")?;
         }
         hooks::run(
             "createContainer",
@@ -262,7 +268,20 @@ fn run_init(ch: &mut Channel, plan: &Plan) -> Result<(), String> {
             "creating",
         )
     })?;
+    if devices_pending {
+        // Before the console's /dev/ptmx and anything else that opens a device.
+        await_continue(ch, "device rules")?;
+    }
     finish(ch, p, Some(plan))
+}
+
+/// The runtime's answer to a request of ours: Continue, or its error.
+fn await_continue(ch: &mut Channel, what: &str) -> Result<(), String> {
+    match ch.recv() {
+        Ok(Some(Msg::Continue)) => Ok(()),
+        Ok(Some(Msg::Error(e))) => Err(e),
+        other => Err(format!("waiting for {what}: {other:?}")),
+    }
 }
 
 /// Join every namespace of a running container through its init's /proc entries. All are

@@ -30,7 +30,8 @@
 //! Knobs: `QUICK=1` (about a minute), `BENCH_ONLY=alone` (just the shim alone), `BENCH_RUNS` (20), `BENCH_PODS` (20), `BENCH_EXECS` (50),
 //! `BENCH_CRT_BASELINE` (the shim alone: a directory with another crt build, interleaved),
 //! `BENCH_CRT_ONLY=1` (the shim alone: no runc or crun), `BENCH_ALONE_EVENTS=containerd` (the
-//! shim alone: events to the private containerd, as before),
+//! shim alone: events to the private containerd, as before), `BENCH_SETTLE_MS` (the shim alone:
+//! the pause before each run, 20),
 //! `BENCH_DENSITY` (50), `BENCH_CONTAINERD` (`2` default, or `1.6`), `CRT_BIN_DIR` (make bench:
 //! the release build).
 
@@ -709,6 +710,10 @@ fn shim_alone(c: &Containerd, runs: usize) -> Vec<(String, Vec<Duration>, Vec<Ph
     let mut failed = vec![false; shims.len()];
     // The floor is index shims.len().
     let n = shims.len() + 1;
+    let settle = std::env::var("BENCH_SETTLE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(SETTLE, Duration::from_millis);
     for k in 0..runs {
         // Each takes every place in the order in turn, and each starts on a quiet host: a run
         // leaves work behind (its shim's and zygote's exits, the network namespace's teardown
@@ -717,7 +722,7 @@ fn shim_alone(c: &Containerd, runs: usize) -> Vec<(String, Vec<Duration>, Vec<Ph
         // order put the first 0.2-0.3 ms ahead of the second.
         for j in 0..n {
             let i = (j + k) % n;
-            std::thread::sleep(SETTLE);
+            std::thread::sleep(settle);
             if i == shims.len() {
                 match syscall_floor(&rootfs) {
                     Ok(d) => out[i].1.push(d),
