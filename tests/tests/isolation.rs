@@ -575,30 +575,22 @@ fn sysctl_and_domainname(c: &Containerd) {
     assert_eq!(host("kernel/domainname"), dom, "host domain name untouched");
     assert_no_leaks(c, &[&id]);
 
-    let id = c.new_id("sysctlbad");
-    let mut spec = c.config_spec(&id, &["true"]);
-    spec["linux"]["sysctl"] = crt_e2e::json!({"vm.swappiness": "0"});
-    let out = c.run_config(&id, &spec);
-    assert!(!out.success(), "{out}");
-    assert!(
-        out.stderr.contains("vm.swappiness"),
-        "the error names the key:\n{out}"
-    );
-    assert_no_leaks(c, &[&id]);
-
+    // A key the create must fail on, with the key named in the error and nothing left.
+    let refused = |key: &str| {
+        let id = c.new_id("sysctlbad");
+        let mut spec = c.config_spec(&id, &["true"]);
+        spec["linux"]["sysctl"] = crt_e2e::json!({ key: "1" });
+        let out = c.run_config(&id, &spec);
+        assert!(!out.success(), "{key}: {out}");
+        assert!(out.stderr.contains(key), "the error names {key}:\n{out}");
+        assert_no_leaks(c, &[&id]);
+    };
+    // Of no namespace of the container's: refused by name, before anything is made.
+    refused("vm.swappiness");
     // Of the container's network namespace but not a key there: refused by the kernel, in the
-    // helper, after the runtime was told /dev is made (Msg::Devices) and while it writes the
-    // device rules. The helper's error is the one reported.
-    let id = c.new_id("sysctlnokey");
-    let mut spec = c.config_spec(&id, &["true"]);
-    spec["linux"]["sysctl"] = crt_e2e::json!({"net.ipv4.crt_no_such_key": "1"});
-    let out = c.run_config(&id, &spec);
-    assert!(!out.success(), "{out}");
-    assert!(
-        out.stderr.contains("crt_no_such_key"),
-        "the error names the key:\n{out}"
-    );
-    assert_no_leaks(c, &[&id]);
+    // helper, after it told the runtime /dev is made (Msg::Devices) and while the runtime
+    // writes the device rules. The helper's error is the one reported.
+    refused("net.ipv4.crt_no_such_key");
 }
 
 /// process.scheduler, process.ioPriority and linux.personality reach the process.

@@ -91,9 +91,20 @@ pub fn setup(
     chdir("/").map_err(e("chdir", "/"))?;
 
     // In the container's namespaces now; before readonly paths make /proc/sys read-only.
-    for (key, value) in &plan.sysctl {
-        let path = format!("/proc/sys/{key}");
-        std::fs::write(&path, value).map_err(|e| format!("linux.sysctl: write {path}: {e}"))?;
+    for (below, value) in &plan.sysctl {
+        let path = format!("/proc/sys/{below}");
+        std::fs::write(&path, value).map_err(|e| {
+            // The key as config.json spells it (sysctl.rs swapped '.' and '/').
+            let key: String = below
+                .chars()
+                .map(|c| match c {
+                    '/' => '.',
+                    '.' => '/',
+                    c => c,
+                })
+                .collect();
+            format!("linux.sysctl {key}: write {path}: {e}")
+        })?;
     }
     for p in &plan.masked_paths {
         mask(p)?;
