@@ -1,28 +1,73 @@
-//! musl's allocator (mallocng) gives a freed group of its larger size classes back to the kernel
-//! at once, so a buffer of a few KiB that a request allocates and frees costs an `mmap`, a page
-//! fault and a `munmap` every time: 26 `mmap`s and 20 `munmap`s on the shim's call thread per
-//! container, more in the helper. This keeps a few freed blocks of 512 B-16 KiB for the next request to take. glibc's
+//! musl's allocator (mallocng) gives a group of slots back to the kernel as soon as its last
+//! slot is freed, so memory a request allocates and frees costs an `mmap`, a page fault and a
+//! `munmap` every time: 26 `mmap`s and 20 `munmap`s on the shim's call thread per container
+//! once, 9 pairs of them in each helper still with blocks of 512 B-16 KiB kept. This keeps freed
+//! blocks of 16 B-16 KiB, rounded up to powers of two, for the next request to take. glibc's
 //! allocator keeps such memory itself; it gets none of this.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Mutex;
 
-/// Size classes 2^9 .. 2^14: 512 B to 16 KiB.
-const MIN_SHIFT: u32 = 9;
-const CLASSES: usize = 6;
-/// Blocks kept per class: at most 2 * (0.5 + 1 + 2 + 4 + 8 + 16) = 63 KiB held.
-const KEPT: usize = 2;
+/// Size classes 2^4 .. 2^14: 16 B to 16 KiB.
+const MIN_SHIFT: u32 = 4;
+const CLASSES: usize = 11;
+/// The most blocks kept of one class (the small ones).
+const KEPT: usize = 16;
 const ALIGN: usize = 16;
 
+/// Blocks kept of class `c`: up to 4 KiB of each class up to 1 KiB, two of each above. At
+/// most 16 * (16 + 32 + 64 + 128 + 256) B + 8 * 512 B + 4 KiB + 2 * (2 + 4 + 8 + 16) KiB =
+/// 77568 B held.
+const fn kept(c: usize) -> usize {
+    let n = 4096 >> (MIN_SHIFT as usize + c);
+    if n < 2 {
+        2
+    } else if n > KEPT {
+        KEPT
+    } else {
+        n
+    }
+}
+
+struct Kept {
+    len: [u8; CLASSES],
+    blocks: [[usize; KEPT]; CLASSES],
+}
+
 pub struct BlockCache {
-    free: Mutex<[[usize; KEPT]; CLASSES]>,
+    free: Mutex<Kept>,
 }
 
 impl BlockCache {
     pub const fn new() -> BlockCache {
         BlockCache {
-            free: Mutex::new([[0; KEPT]; CLASSES]),
+            free: Mutex::new(Kept {
+                len: [0; CLASSES],
+                blocks: [[0; KEPT]; CLASSES],
+            }),
         }
+    }
+
+    fn take(&self, c: usize) -> Option<*mut u8> {
+        let mut k = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        let n = usize::from(k.len[c]);
+        if n == 0 {
+            return None;
+        }
+        k.len[c] -= 1;
+        Some(k.blocks[c][n - 1] as *mut u8)
+    }
+
+    /// Whether the block was kept (else the caller frees it).
+    fn keep(&self, c: usize, ptr: *mut u8) -> bool {
+        let mut k = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        let n = usize::from(k.len[c]);
+        if n >= kept(c) {
+            return false;
+        }
+        k.blocks[c][n] = ptr as usize;
+        k.len[c] += 1;
+        true
     }
 }
 
@@ -35,7 +80,7 @@ fn class(layout: Layout) -> Option<(usize, Layout)> {
     {
         return None;
     }
-    let shift = usize::BITS - (size - 1).leading_zeros();
+    let shift = (usize::BITS - (size - 1).leading_zeros()).max(MIN_SHIFT);
     let c = (shift - MIN_SHIFT) as usize;
     Layout::from_size_align(1 << shift, ALIGN)
         .ok()
@@ -48,11 +93,8 @@ unsafe impl GlobalAlloc for BlockCache {
             // SAFETY: forwarded as is.
             return unsafe { System.alloc(layout) };
         };
-        {
-            let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(slot) = free[c].iter_mut().find(|p| **p != 0) {
-                return std::mem::take(slot) as *mut u8;
-            }
+        if let Some(p) = self.take(c) {
+            return p;
         }
         // SAFETY: a non-zero size.
         unsafe { System.alloc(rounded) }
@@ -63,12 +105,8 @@ unsafe impl GlobalAlloc for BlockCache {
             // SAFETY: allocated by System with this layout (alloc above).
             return unsafe { System.dealloc(ptr, layout) };
         };
-        {
-            let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(slot) = free[c].iter_mut().find(|p| **p == 0) {
-                *slot = ptr as usize;
-                return;
-            }
+        if self.keep(c, ptr) {
+            return;
         }
         // SAFETY: allocated by System with the rounded layout.
         unsafe { System.dealloc(ptr, rounded) }
@@ -109,12 +147,14 @@ mod tests {
     fn classes() {
         let l = |s| Layout::from_size_align(s, 8).unwrap();
         let of = |s| class(l(s)).map(|(c, r)| (c, r.size()));
-        assert_eq!(of(256), None);
-        assert_eq!(of(257), Some((0, 512)));
-        assert_eq!(of(512), Some((0, 512)));
-        assert_eq!(of(513), Some((1, 1024)));
-        assert_eq!(of(3000), Some((3, 4096)));
-        assert_eq!(of(16384), Some((5, 16384)));
+        assert_eq!(of(8), None);
+        assert_eq!(of(9), Some((0, 16)));
+        assert_eq!(of(17), Some((1, 32)));
+        assert_eq!(of(257), Some((5, 512)));
+        assert_eq!(of(512), Some((5, 512)));
+        assert_eq!(of(513), Some((6, 1024)));
+        assert_eq!(of(3000), Some((8, 4096)));
+        assert_eq!(of(16384), Some((10, 16384)));
         assert_eq!(of(16385), None);
         assert!(class(Layout::from_size_align(4096, 4096).unwrap()).is_none());
     }
@@ -135,6 +175,36 @@ mod tests {
             let moved = cache.realloc(b, Layout::from_size_align(2500, 8).unwrap(), 9000);
             assert_eq!(*moved.add(2499), 7, "the prefix moved with it");
             cache.dealloc(moved, Layout::from_size_align(9000, 8).unwrap());
+        }
+    }
+
+    #[test]
+    fn kept_counts_hold_at_most_76_kib() {
+        let held: usize = (0..CLASSES)
+            .map(|c| kept(c) << (MIN_SHIFT as usize + c))
+            .sum();
+        assert_eq!(held, 77568);
+        assert_eq!(
+            (kept(0), kept(4), kept(5), kept(6), kept(7)),
+            (16, 16, 8, 4, 2)
+        );
+    }
+
+    #[test]
+    fn a_class_keeps_its_count_then_frees() {
+        let cache = BlockCache::new();
+        let l = Layout::from_size_align(600, 8).unwrap();
+        unsafe {
+            let blocks: Vec<*mut u8> = (0..6).map(|_| cache.alloc(l)).collect();
+            for &b in &blocks {
+                cache.dealloc(b, l);
+            }
+            // 1 KiB class: four kept, handed out last-in first.
+            let again: Vec<*mut u8> = (0..4).map(|_| cache.alloc(l)).collect();
+            assert_eq!(again, [blocks[3], blocks[2], blocks[1], blocks[0]]);
+            for b in again {
+                cache.dealloc(b, l);
+            }
         }
     }
 }
