@@ -45,8 +45,6 @@ pub struct Container {
     rootfs_mount: Option<PathBuf>,
     /// The init's mount namespace, held until the init exits ([`Container::release_mounts`]).
     mount_ns: Option<OwnedFd>,
-    /// The OOM watch opened during create, until [`Container::oom_events`] takes it.
-    oom_events: Option<Result<Option<OwnedFd>>>,
     console: Option<Console>,
     seccomp: Option<crate::seccomp::SeccompProgram>,
     poststart: Vec<Hook>,
@@ -179,18 +177,15 @@ impl Container {
                     .map_err(RuntimeError::Init)
             };
             let listener = Listener::of(&loaded.plan.process.seccomp, &loaded.plan.hook_state);
-            // Done while the helper finishes its set-up (pivot_root, /proc, masks, credentials)
-            // instead of after it: the device rules (runc too writes them before the prestart
-            // hooks, which may add to them), the hold on its mount namespace (final by now) and
-            // the OOM watch.
-            let new_mount_ns = loaded.plan.has_new_ns(libc::CLONE_NEWNS);
-            let mut early: Option<(Option<OwnedFd>, Result<Option<OwnedFd>>)> = None;
-            let mut on_devices = |pid: i32| -> Result<()> {
+            // The device rules go in once the helper's /dev is made, before the prestart
+            // hooks (which may add to them), as runc writes them; the helper finishes its
+            // set-up meanwhile.
+            let mut devices_applied = false;
+            let mut on_devices = |_pid: i32| -> Result<()> {
                 if let Some(r) = &loaded.resources {
                     cg.apply_devices(r)?;
                 }
-                let mount_ns = new_mount_ns.then(|| hold_mount_ns(pid)).flatten();
-                early = Some((mount_ns, cg.oom_events().map_err(Into::into)));
+                devices_applied = true;
                 Ok(())
             };
             let (pid, ch, console) = handshake(
@@ -205,13 +200,20 @@ impl Container {
                     id_maps: Some(&loaded.plan.id_maps),
                 },
             )?;
-            let (mount_ns, oom) = early.ok_or_else(|| {
-                RuntimeError::Init("init was ready without reporting /dev made".into())
-            })?;
-            Ok((pid, cg, ch, console, mount_ns, oom))
+            if !devices_applied {
+                return Err(RuntimeError::Init(
+                    "init was ready without reporting /dev made".into(),
+                ));
+            }
+            let mount_ns = loaded
+                .plan
+                .has_new_ns(libc::CLONE_NEWNS)
+                .then(|| hold_mount_ns(pid))
+                .flatten();
+            Ok((pid, cg, ch, console, mount_ns))
         })();
         match res {
-            Ok((pid, cgroup, ch, console, mount_ns, oom)) => Ok(Container {
+            Ok((pid, cgroup, ch, console, mount_ns)) => Ok(Container {
                 id: opts.id.to_string(),
                 bundle: opts.bundle.to_path_buf(),
                 namespaces: loaded.plan.namespaces.iter().map(|n| n.flag).collect(),
@@ -221,7 +223,6 @@ impl Container {
                 channel: Some(ch),
                 rootfs_mount: undo.rootfs.take(),
                 mount_ns,
-                oom_events: Some(oom),
                 console,
                 seccomp: loaded.plan.process.seccomp.clone(),
                 poststart: loaded.hooks.poststart.clone(),
@@ -317,12 +318,9 @@ impl Container {
     }
 
     /// An fd readable after OOM activity in the container (see `cgroups/oom.rs`); `None`
-    /// without a memory controller. The first call takes the one opened during create.
-    pub fn oom_events(&mut self) -> Result<Option<std::os::fd::OwnedFd>> {
-        match self.oom_events.take() {
-            Some(early) => early,
-            None => Ok(self.cgroup.oom_events()?),
-        }
+    /// without a memory controller.
+    pub fn oom_events(&self) -> Result<Option<std::os::fd::OwnedFd>> {
+        Ok(self.cgroup.oom_events()?)
     }
 
     /// The cgroup's counters now (Task.Stats).

@@ -229,7 +229,7 @@ impl Service {
         }
     }
 
-    fn watch_oom_of(&self, id: &str, c: &mut Container) -> Option<u64> {
+    fn watch_oom_of(&self, id: &str, c: &Container) -> Option<u64> {
         let w = self.oom.as_ref()?;
         match c.oom_events() {
             Ok(Some(fd)) => w
@@ -532,7 +532,7 @@ impl Service {
             false,
         );
         let paths = [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()];
-        let oom_watch = self.watch_oom_of(&id, &mut container);
+        let oom_watch = self.watch_oom_of(&id, &container);
         let mut p = Proc {
             container: Some(container),
             bundle: req.bundle.clone(),
