@@ -32,6 +32,18 @@ fn namespace_of(key: &str) -> Option<Ns> {
     None
 }
 
+/// A key's path below /proc/sys, or a path's key: '.' and '/' swapped (runc's rule, so a key
+/// like `net.ipv4.conf.eth0/1.forwarding` names the interface `eth0.1`). Its own inverse.
+pub(crate) fn swap_separators(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '.' => '/',
+            '/' => '.',
+            c => c,
+        })
+        .collect()
+}
+
 /// Validate `sysctl` against the container's own (new or joined) namespaces; returns
 /// (path below /proc/sys, value) pairs.
 pub fn plan(
@@ -53,14 +65,7 @@ pub fn plan(
                 "linux.sysctl: {key} needs a {ns} namespace of the container's own"
             ));
         }
-        let path: String = key
-            .chars()
-            .map(|c| match c {
-                '.' => '/',
-                '/' => '.',
-                c => c,
-            })
-            .collect();
+        let path = swap_separators(key);
         if path
             .split('/')
             .any(|c| c.is_empty() || c == "." || c == "..")
@@ -80,6 +85,13 @@ mod tests {
         kv.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn separators_swap_both_ways() {
+        let key = "net.ipv4.conf.eth0/1.forwarding";
+        assert_eq!(swap_separators(key), "net/ipv4/conf/eth0.1/forwarding");
+        assert_eq!(swap_separators(&swap_separators(key)), key);
     }
 
     #[test]

@@ -94,15 +94,8 @@ pub fn setup(
     for (below, value) in &plan.sysctl {
         let path = format!("/proc/sys/{below}");
         std::fs::write(&path, value).map_err(|e| {
-            // The key as config.json spells it (sysctl.rs swapped '.' and '/').
-            let key: String = below
-                .chars()
-                .map(|c| match c {
-                    '/' => '.',
-                    '.' => '/',
-                    c => c,
-                })
-                .collect();
+            // The key as config.json spells it.
+            let key = crate::sysctl::swap_separators(below);
             format!("linux.sysctl {key}: write {path}: {e}")
         })?;
     }
