@@ -612,6 +612,16 @@ mod tests {
     }
 
     /// Until every job ran (or 5 s).
+    /// Hand `w` a job that only counts itself in `done`.
+    fn run_counted(w: &Arc<Workers>, done: &Arc<std::sync::atomic::AtomicUsize>) {
+        let d = done.clone();
+        assert!(w
+            .run(Box::new(move || {
+                d.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }))
+            .is_ok());
+    }
+
     fn wait_for(n: &std::sync::atomic::AtomicUsize, want: usize) {
         let t = std::time::Instant::now();
         while n.load(std::sync::atomic::Ordering::SeqCst) < want {
@@ -659,7 +669,7 @@ mod tests {
 
     #[test]
     fn the_first_call_finds_a_prestarted_worker() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::atomic::AtomicUsize;
         let w = Workers::new(Duration::from_secs(5));
         w.prestart();
         let t = std::time::Instant::now();
@@ -668,12 +678,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         let done = Arc::new(AtomicUsize::new(0));
-        let d = done.clone();
-        assert!(w
-            .run(Box::new(move || {
-                d.fetch_add(1, Ordering::SeqCst);
-            }))
-            .is_ok());
+        run_counted(&w, &done);
         wait_for(&done, 1);
         assert_eq!(w.lock().threads, 1, "the call started a thread of its own");
     }
@@ -694,12 +699,7 @@ mod tests {
             }))
             .is_ok());
         for _ in 0..2 {
-            let d = done.clone();
-            assert!(w
-                .run(Box::new(move || {
-                    d.fetch_add(1, Ordering::SeqCst);
-                }))
-                .is_ok());
+            run_counted(&w, &done);
         }
         wait_for(&done, 2);
         assert!(w.lock().threads >= 2);
