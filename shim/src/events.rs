@@ -250,7 +250,13 @@ fn next(queue: &Queue) -> Msg {
 }
 
 fn run(queue: &Queue, address: Option<String>, namespace: String) {
-    let mut client: Option<Forwarder> = None;
+    // Connected before the first event: containerd's side of a new connection (its accept,
+    // a goroutine) then falls before Create, not between Create's answer and Start.
+    let mut client: Option<Forwarder> = address.as_deref().and_then(|a| {
+        Forwarder::connect(a)
+            .map_err(|e| log::debug!("connect to containerd at {a} for events: {e}"))
+            .ok()
+    });
     loop {
         let msg = next(queue);
         let ev = match msg {
@@ -271,6 +277,9 @@ fn run(queue: &Queue, address: Option<String>, namespace: String) {
         env.event = MessageField::some(ev.any);
         let mut req = ForwardRequest::new();
         req.envelope = MessageField::some(env);
+        // A connection made before this event may have outlived its containerd (restarted
+        // since): one failure of it is retried at once.
+        let mut kept = client.is_some();
         for attempt in 0..5u64 {
             if client.is_none() {
                 match Forwarder::connect(addr) {
@@ -286,6 +295,9 @@ fn run(queue: &Queue, address: Option<String>, namespace: String) {
                         client = None;
                     }
                 }
+            }
+            if std::mem::take(&mut kept) {
+                continue;
             }
             std::thread::sleep(Duration::from_millis(50 * (attempt + 1)));
         }
@@ -366,26 +378,60 @@ mod tests {
         let rec = got.clone();
         std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
-            loop {
-                let mut h = [0u8; ttrpc::proto::MESSAGE_HEADER_LENGTH];
-                if s.read_exact(&mut h).is_err() {
-                    return;
-                }
-                let h = ttrpc::MessageHeader::from(h);
-                let mut body = vec![0u8; h.length as usize];
-                s.read_exact(&mut body).unwrap();
-                let req = ttrpc::Request::parse_from_bytes(&body).unwrap();
-                let fwd = ForwardRequest::parse_from_bytes(&req.payload).unwrap();
-                std::thread::sleep(delay);
-                rec.lock().unwrap().push(fwd.envelope.topic.clone());
-                let resp = ttrpc::Response::new().write_to_bytes().unwrap();
-                let mut f: Vec<u8> =
-                    ttrpc::MessageHeader::new_response(h.stream_id, resp.len() as u32).into();
-                f.extend_from_slice(&resp);
-                s.write_all(&f).unwrap();
+            while let Some(topic) = answer_forward(&mut s, delay) {
+                rec.lock().unwrap().push(topic);
             }
         });
         got
+    }
+
+    /// Read one Forward request from `s`, answer it after `delay`: its topic, or None once the
+    /// publisher's side is closed.
+    fn answer_forward(s: &mut UnixStream, delay: Duration) -> Option<String> {
+        let mut h = [0u8; ttrpc::proto::MESSAGE_HEADER_LENGTH];
+        s.read_exact(&mut h).ok()?;
+        let h = ttrpc::MessageHeader::from(h);
+        let mut body = vec![0u8; h.length as usize];
+        s.read_exact(&mut body).unwrap();
+        let req = ttrpc::Request::parse_from_bytes(&body).unwrap();
+        let fwd = ForwardRequest::parse_from_bytes(&req.payload).unwrap();
+        std::thread::sleep(delay);
+        let resp = ttrpc::Response::new().write_to_bytes().unwrap();
+        let mut f: Vec<u8> =
+            ttrpc::MessageHeader::new_response(h.stream_id, resp.len() as u32).into();
+        f.extend_from_slice(&resp);
+        s.write_all(&f).unwrap();
+        Some(fwd.envelope.topic.clone())
+    }
+
+    /// `listener`'s next connection, or None after 5 s.
+    fn accept_within(listener: &UnixListener) -> Option<UnixStream> {
+        let l = listener.try_clone().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(l.accept().map(|(s, _)| s));
+        });
+        rx.recv_timeout(Duration::from_secs(5)).ok()?.ok()
+    }
+
+    #[test]
+    fn the_publisher_connects_before_its_first_event_and_reconnects_when_that_breaks() {
+        let dir = std::env::temp_dir().join(format!("crt-events-early-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("ttrpc.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        let p = Publisher::start(Some(format!("unix://{}", sock.display())), "ns".into());
+        let first = accept_within(&listener).expect("no connection before any event");
+        // containerd restarted meanwhile: the connection made early is gone.
+        drop(first);
+        p.start_("c", 1);
+        let mut second = accept_within(&listener).expect("no new connection for the event");
+        assert_eq!(
+            answer_forward(&mut second, Duration::ZERO).as_deref(),
+            Some("/tasks/start")
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A publisher forwarding to an [`events_server`] in a fresh dir `name` (removed after).
