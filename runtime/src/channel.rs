@@ -108,6 +108,31 @@ impl Channel {
         self.sock.write_all(&frame[n..])
     }
 
+    /// Sleep in poll, not in recvmsg, until a frame or EOF is there. A reader asleep in a
+    /// unix stream socket's recvmsg is woken by anything on the socket's wait queue, the
+    /// peer reading what we sent included ("space to write"), and that wake-up is a sync one,
+    /// which puts us on the peer's core. Traced: Start's runtime, woken so as the helper read
+    /// Start, sat 1 ms runnable behind the container's program on the helper's core while
+    /// the other core idled, and only then saw the exec's EOF. poll's wait is keyed: only
+    /// data or a hang-up wake it.
+    fn wait_readable(&self) -> std::io::Result<()> {
+        let mut p = libc::pollfd {
+            fd: self.sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        loop {
+            // SAFETY: one valid pollfd.
+            if unsafe { libc::poll(&mut p, 1, -1) } >= 0 {
+                return Ok(());
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+
     /// The fd that came with the last frame received, if any.
     pub fn take_fd(&mut self) -> Option<OwnedFd> {
         self.fd.take()
@@ -115,6 +140,7 @@ impl Channel {
 
     /// `None` when the other end closed the socket.
     pub fn recv(&mut self) -> std::io::Result<Option<Msg>> {
+        self.wait_readable()?;
         let mut len = [0u8; 4];
         let mut got = 0;
         while got < len.len() {
@@ -174,6 +200,36 @@ mod tests {
             Some(Msg::Ready { movable: true })
         ));
         assert!(b.recv().unwrap().is_none());
+    }
+
+    /// This thread's voluntary context switches so far.
+    fn sleeps() -> i64 {
+        // SAFETY: getrusage fills the struct we pass.
+        unsafe {
+            let mut u: libc::rusage = std::mem::zeroed();
+            assert_eq!(libc::getrusage(libc::RUSAGE_THREAD, &mut u), 0);
+            u.ru_nvcsw
+        }
+    }
+
+    #[test]
+    fn a_waiting_reader_sleeps_until_a_frame_comes_not_when_its_peer_reads() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (mut a, mut b) = (Channel::new(a), Channel::new(b));
+        let peer = std::thread::spawn(move || {
+            // Let the other side fall asleep in recv first, then read what it sent (which
+            // frees its socket's buffer space: a wake-up on its wait queue), then answer.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            assert!(matches!(b.recv().unwrap(), Some(Msg::Devices)));
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            b.send(&Msg::Continue).unwrap();
+        });
+        a.send(&Msg::Devices).unwrap();
+        let before = sleeps();
+        assert!(matches!(a.recv().unwrap(), Some(Msg::Continue)));
+        let slept = sleeps() - before;
+        peer.join().unwrap();
+        assert_eq!(slept, 1, "woken before the answer came");
     }
 
     #[test]
