@@ -8,8 +8,14 @@ use crate::args::Args;
 use crate::events::Publisher;
 use crate::service::Service;
 
-/// `zygote`: how starting the zygote went (`start` did it first thing).
-pub fn run(a: &Args, listener: RawFd, zygote: crt_runtime::Result<()>) -> Result<(), String> {
+/// `zygote`: how starting the zygote went (`start` did it first thing); `events`: the
+/// connection for events `start` made, if it could.
+pub fn run(
+    a: &Args,
+    listener: RawFd,
+    zygote: crt_runtime::Result<()>,
+    events: Option<std::os::unix::net::UnixStream>,
+) -> Result<(), String> {
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     // Blocked before any thread exists, so every thread inherits it and only the reaper
@@ -25,15 +31,16 @@ pub fn run(a: &Args, listener: RawFd, zygote: crt_runtime::Result<()>) -> Result
     if let Err(e) = zygote {
         log::warn!("no zygote ({e}): every helper is exec'd");
     }
+    let workers = crate::server::prestarted_workers();
     let ttrpc_address = std::env::var("TTRPC_ADDRESS")
         .ok()
         .filter(|s| !s.is_empty());
-    let events = Publisher::start(ttrpc_address, a.namespace.clone());
+    let events = Publisher::start(ttrpc_address, a.namespace.clone(), events);
     let (tx, rx) = std::sync::mpsc::channel();
     let svc = Arc::new(Service::new(events.clone(), tx, a.namespace.clone()));
 
     log::info!("shim serving on {}", a.socket);
-    crate::server::serve(svc, listener, chld, rx)?;
+    crate::server::serve(svc, workers, listener, chld, rx)?;
     log::info!("shutdown: no container left");
     crt_runtime::zygote::stop();
     // Under containerd's 3 s shutdown timeout; the publisher's own retries take at most 0.75 s

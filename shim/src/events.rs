@@ -101,12 +101,17 @@ pub fn now() -> Timestamp {
 
 impl Publisher {
     /// Start the publishing thread. Without a ttrpc address (tests) events are only logged.
-    pub fn start(ttrpc_address: Option<String>, namespace: String) -> Publisher {
+    /// `conn`: a connection to `ttrpc_address` made already ([`connect`]), if any.
+    pub fn start(
+        ttrpc_address: Option<String>,
+        namespace: String,
+        conn: Option<UnixStream>,
+    ) -> Publisher {
         let queue = Arc::new(Queue::default());
         let q = queue.clone();
         std::thread::Builder::new()
             .name("events".into())
-            .spawn(move || run(&q, ttrpc_address, namespace))
+            .spawn(move || run(&q, ttrpc_address, namespace, conn))
             .ok();
         Publisher(queue)
     }
@@ -249,14 +254,20 @@ fn next(queue: &Queue) -> Msg {
     }
 }
 
-fn run(queue: &Queue, address: Option<String>, namespace: String) {
-    // Connected before the first event: containerd's side of a new connection (its accept,
-    // a goroutine) then falls before Create, not between Create's answer and Start.
-    let mut client: Option<Forwarder> = address.as_deref().and_then(|a| {
-        Forwarder::connect(a)
-            .map_err(|e| log::debug!("connect to containerd at {a} for events: {e}"))
-            .ok()
-    });
+/// A connection to containerd's ttrpc address (`unix://` or a path) for events, or None.
+/// Made before the first event: containerd's side of a new connection (its accept, a
+/// goroutine) then falls before Create, not between Create's answer and Start.
+pub fn connect(addr: &str) -> Option<UnixStream> {
+    let path = addr.strip_prefix("unix://").unwrap_or(addr);
+    UnixStream::connect(path)
+        .map_err(|e| log::debug!("connect to containerd at {addr} for events: {e}"))
+        .ok()
+}
+
+fn run(queue: &Queue, address: Option<String>, namespace: String, conn: Option<UnixStream>) {
+    let mut client: Option<Forwarder> = conn
+        .or_else(|| address.as_deref().and_then(connect))
+        .and_then(|s| Forwarder::new(s).ok());
     loop {
         let msg = next(queue);
         let ev = match msg {
@@ -316,7 +327,10 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 impl Forwarder {
     fn connect(addr: &str) -> std::io::Result<Forwarder> {
         let path = addr.strip_prefix("unix://").unwrap_or(addr);
-        let sock = UnixStream::connect(path)?;
+        Forwarder::new(UnixStream::connect(path)?)
+    }
+
+    fn new(sock: UnixStream) -> std::io::Result<Forwarder> {
         sock.set_read_timeout(Some(TIMEOUT))?;
         sock.set_write_timeout(Some(TIMEOUT))?;
         Ok(Forwarder {
@@ -415,13 +429,38 @@ mod tests {
     }
 
     #[test]
+    fn a_publisher_given_a_connection_sends_on_it() {
+        let dir = std::env::temp_dir().join(format!("crt-events-given-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("ttrpc.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        let addr = format!("unix://{}", sock.display());
+        let conn = connect(&addr).expect("connect");
+        let mut served = accept_within(&listener).expect("the connection made");
+        let p = Publisher::start(Some(addr), "ns".into(), Some(conn));
+        p.start_("c", 1);
+        assert_eq!(
+            answer_forward(&mut served, Duration::ZERO).as_deref(),
+            Some("/tasks/start")
+        );
+        listener.set_nonblocking(true).unwrap();
+        assert!(listener.accept().is_err(), "a second connection was made");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn the_publisher_connects_before_its_first_event_and_reconnects_when_that_breaks() {
         let dir = std::env::temp_dir().join(format!("crt-events-early-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let sock = dir.join("ttrpc.sock");
         let listener = UnixListener::bind(&sock).unwrap();
-        let p = Publisher::start(Some(format!("unix://{}", sock.display())), "ns".into());
+        let p = Publisher::start(
+            Some(format!("unix://{}", sock.display())),
+            "ns".into(),
+            None,
+        );
         let first = accept_within(&listener).expect("no connection before any event");
         // containerd restarted meanwhile: the connection made early is gone.
         drop(first);
@@ -441,7 +480,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let sock = dir.join("ttrpc.sock");
         let got = events_server(&sock, delay);
-        let p = Publisher::start(Some(format!("unix://{}", sock.display())), "ns".into());
+        let p = Publisher::start(
+            Some(format!("unix://{}", sock.display())),
+            "ns".into(),
+            None,
+        );
         (p, got, dir)
     }
 

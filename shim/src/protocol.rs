@@ -91,6 +91,13 @@ pub fn start(a: &Args) -> Result<(), String> {
     std::fs::create_dir_all(&dir).map_err(|e| format!("create socket dir {dir}: {e}"))?;
     let listener =
         UnixListener::bind(&path).map_err(|e| format!("bind {}: {e}", path.display()))?;
+    // The daemon's events connection, made before the fork: containerd's side of it (its
+    // accept, a new handler) then runs beside the rest of `start`, not beside the first
+    // Create, which containerd sends as soon as `start` has answered.
+    let events = std::env::var("TTRPC_ADDRESS")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .and_then(|a| crate::events::connect(&a));
     // `start` is single-threaded, so the daemon is a plain fork of it: no exec and no libc
     // start-up (about 0.5 ms), which containerd's first Create would otherwise wait for.
     // SAFETY: fork in a process with one thread; the child goes on as that process would.
@@ -106,11 +113,12 @@ pub fn start(a: &Args) -> Result<(), String> {
                 action: "serve".to_string(),
                 ..a.clone()
             };
-            std::process::exit(daemonize(d, &bundle, opts.log_level, listener));
+            std::process::exit(daemonize(d, &bundle, opts.log_level, listener, events));
         }
         _ => {}
     }
     drop(listener);
+    drop(events);
     write_address(&bundle, &address)?;
     reply(boot.is_some(), &address)
 }
@@ -122,6 +130,7 @@ fn daemonize(
     bundle: &Path,
     level: Option<log::LevelFilter>,
     listener: UnixListener,
+    events: Option<UnixStream>,
 ) -> i32 {
     // SAFETY: setsid with no arguments.
     if unsafe { libc::setsid() } < 0 {
@@ -141,7 +150,7 @@ fn daemonize(
     if let Some(level) = level {
         std::env::set_var(crate::options::LOG_LEVEL_ENV, level.as_str());
     }
-    match crate::daemon::run(&d, listener.into_raw_fd(), zygote) {
+    match crate::daemon::run(&d, listener.into_raw_fd(), zygote, events) {
         Ok(()) => 0,
         Err(e) => {
             log::error!("shim daemon: {e}");

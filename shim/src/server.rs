@@ -305,7 +305,7 @@ impl Replied<'_> {
 /// before it ends: containerd's Create, Start and (for a short-lived task) Delete come in a
 /// row, and starting a thread costs each about 0.1 ms on a VM. An idle shim is left with the
 /// loop and the events publisher.
-struct Workers {
+pub struct Workers {
     state: Mutex<WorkQueue>,
     ready: std::sync::Condvar,
     linger: Duration,
@@ -422,9 +422,19 @@ fn epoll_add(ep: &Epoll, fd: impl AsFd, token: u64) -> Result<(), String> {
         .map_err(|e| format!("epoll add: {e}"))
 }
 
+/// The pool of call threads, one started already: the daemon's first thread after the zygote,
+/// so that it is up and waiting when containerd's Create comes (traced: started last, after
+/// the events thread, it was still queued behind the zygote's start-up on the other core).
+pub fn prestarted_workers() -> Arc<Workers> {
+    let w = Workers::new(WORKER_LINGER);
+    w.prestart();
+    w
+}
+
 /// Serve until Shutdown once no container is left (`shutdown` receives then).
 pub fn serve(
     svc: Arc<Service>,
+    workers: Arc<Workers>,
     listener: RawFd,
     chld: SigSet,
     shutdown: Receiver<()>,
@@ -447,8 +457,6 @@ pub fn serve(
         epoll_add(&ep, fd, OOM)?;
     }
     let mut clients: HashMap<u64, Client> = HashMap::new();
-    let workers = Workers::new(WORKER_LINGER);
-    workers.prestart();
     let mut next = FIRST_CONN;
     let mut events = [EpollEvent::empty(); 16];
     // Exits that happened before the loop started (none expected) are collected too.
