@@ -64,13 +64,15 @@ pub enum Msg {
 
 pub struct Channel {
     sock: UnixStream,
-    /// An fd that arrived with the last frame.
-    fd: Option<OwnedFd>,
+    /// The fds that arrived with the last frame.
+    fds: Vec<OwnedFd>,
     /// What the helper's Ready said of its affinity.
     pub(crate) movable: bool,
 }
 
 const MAX_FRAME: u32 = 64 << 20;
+/// The most fds one frame carries: a plan's cgroup v1 `tasks` files, one per hierarchy.
+pub const MAX_FDS: usize = 32;
 
 fn frame(msg: &Msg) -> std::io::Result<Vec<u8>> {
     let body = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
@@ -84,7 +86,7 @@ impl Channel {
     pub fn new(sock: UnixStream) -> Channel {
         Channel {
             sock,
-            fd: None,
+            fds: Vec::new(),
             movable: false,
         }
     }
@@ -95,8 +97,19 @@ impl Channel {
 
     /// Send `msg` with `fd` attached.
     pub fn send_fd(&mut self, msg: &Msg, fd: BorrowedFd<'_>) -> std::io::Result<()> {
+        self.send_fds(msg, &[fd])
+    }
+
+    /// Send `msg` with `fds` (at most [`MAX_FDS`]) attached.
+    pub fn send_fds(&mut self, msg: &Msg, fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {
+        if fds.len() > MAX_FDS {
+            return Err(std::io::Error::other(format!(
+                "{} fds in one frame",
+                fds.len()
+            )));
+        }
         let frame = frame(msg)?;
-        let fds = [fd.as_raw_fd()];
+        let fds: Vec<std::os::fd::RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
         let cmsg = [ControlMessage::ScmRights(&fds)];
         let n = sendmsg::<()>(
             self.sock.as_raw_fd(),
@@ -133,18 +146,24 @@ impl Channel {
         }
     }
 
-    /// The fd that came with the last frame received, if any.
+    /// The (first) fd that came with the last frame received, if any.
     pub fn take_fd(&mut self) -> Option<OwnedFd> {
-        self.fd.take()
+        (!self.fds.is_empty()).then(|| self.fds.remove(0))
+    }
+
+    /// Every fd that came with the last frame received, in the order sent.
+    pub fn take_fds(&mut self) -> Vec<OwnedFd> {
+        std::mem::take(&mut self.fds)
     }
 
     /// `None` when the other end closed the socket.
     pub fn recv(&mut self) -> std::io::Result<Option<Msg>> {
         self.wait_readable()?;
+        self.fds.clear();
         let mut len = [0u8; 4];
         let mut got = 0;
         while got < len.len() {
-            let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+            let mut space = nix::cmsg_space!([std::os::fd::RawFd; MAX_FDS]);
             let mut iov = [IoSliceMut::new(&mut len[got..])];
             let m = recvmsg::<()>(
                 self.sock.as_raw_fd(),
@@ -156,7 +175,7 @@ impl Channel {
                 if let ControlMessageOwned::ScmRights(fds) = c {
                     for fd in fds {
                         // SAFETY: the kernel just installed this fd for us.
-                        self.fd = Some(unsafe { OwnedFd::from_raw_fd(fd) });
+                        self.fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
                     }
                 }
             }
@@ -230,6 +249,30 @@ mod tests {
         let slept = sleeps() - before;
         peer.join().unwrap();
         assert_eq!(slept, 1, "woken before the answer came");
+    }
+
+    #[test]
+    fn several_fds_travel_with_their_frame_in_order() {
+        use std::os::fd::AsFd;
+        let (a, b) = UnixStream::pair().unwrap();
+        let (mut a, mut b) = (Channel::new(a), Channel::new(b));
+        let pipes: Vec<_> = (0..3).map(|_| std::io::pipe().unwrap()).collect();
+        let readers: Vec<_> = pipes.iter().map(|(r, _)| r.as_fd()).collect();
+        a.send_fds(&Msg::Continue, &readers).unwrap();
+        assert!(matches!(b.recv().unwrap(), Some(Msg::Continue)));
+        let got = b.take_fds();
+        assert_eq!(got.len(), 3);
+        for (i, ((_, w), fd)) in pipes.into_iter().zip(got).enumerate() {
+            let mut w = w;
+            w.write_all(&[i as u8]).unwrap();
+            let mut buf = [0u8; 1];
+            std::fs::File::from(fd).read_exact(&mut buf).unwrap();
+            assert_eq!(buf[0], i as u8, "fd {i} out of order");
+        }
+        // The next frame's fds are its own.
+        a.send(&Msg::Continue).unwrap();
+        assert!(matches!(b.recv().unwrap(), Some(Msg::Continue)));
+        assert!(b.take_fds().is_empty());
     }
 
     #[test]

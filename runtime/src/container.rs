@@ -520,6 +520,21 @@ fn request_helper(
 }
 
 /// Send the helper its plan and take it through the handshake up to Ready.
+/// The cgroup v1 `tasks` files the helper of `plan` joins through, opened, to go with the plan
+/// (cgroups::open_join_files): on the helper's path they were nine path walks through
+/// cgroupfs, here they overlap its clone3.
+fn open_join_files(plan: &Msg) -> Option<Vec<std::fs::File>> {
+    let files = match plan {
+        Msg::Plan(p) => &p.process.cgroup_join,
+        Msg::Exec(p) => &p.process.cgroup_join,
+        _ => return None,
+    };
+    if files.is_empty() || files.len() > crate::channel::MAX_FDS {
+        return None;
+    }
+    crate::cgroups::open_join_files(files)
+}
+
 fn handshake(
     helper: PendingHelper,
     plan: Msg,
@@ -532,7 +547,13 @@ fn handshake(
     // cloned yet, reads it. On v2 the helper was cloned into its cgroup; on v1 it moves itself
     // in (the plan's cgroup_join, cgroups::join_self) before anything else. Should the clone
     // have failed, its error is the one to report, not this send's.
-    let sent = ch.send(&plan);
+    let sent = match open_join_files(&plan) {
+        Some(files) => {
+            let fds: Vec<_> = files.iter().map(AsFd::as_fd).collect();
+            ch.send_fds(&plan, &fds)
+        }
+        None => ch.send(&plan),
+    };
     let mut pid = spawning.pid()?;
     (ev.on_pid)(pid)?;
     sent.map_err(lost)?;

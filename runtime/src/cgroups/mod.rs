@@ -425,6 +425,38 @@ pub fn join_self(files: &[PathBuf]) -> Result<()> {
     files.iter().try_for_each(|f| fs::write_file(f, "0"))
 }
 
+/// The `tasks` files of [`Manager::self_join_files`], opened for writing, in that order: the
+/// runtime opens them while the helper is still being cloned and sends them with its plan
+/// ([`join_self_through`]). None where one fails to open: the helper then opens them itself,
+/// and its error names the file.
+pub fn open_join_files(files: &[PathBuf]) -> Option<Vec<std::fs::File>> {
+    files
+        .iter()
+        .map(|f| std::fs::OpenOptions::new().write(true).open(f).ok())
+        .collect()
+}
+
+/// [`join_self`] through `opened`, the files of `files` opened by [`open_join_files`]: the
+/// path walk through cgroupfs, most of each move's cost (10 us each on a VM, one per v1
+/// hierarchy, on the helper's path to ready), is done already.
+pub fn join_self_through(files: &[PathBuf], opened: Vec<OwnedFd>) -> Result<()> {
+    use std::io::Write as _;
+    if opened.len() != files.len() {
+        return join_self(files);
+    }
+    for (path, fd) in files.iter().zip(opened) {
+        log::debug!("cgroup: {} <- \"0\"", path.display());
+        std::fs::File::from(fd)
+            .write_all(b"0")
+            .map_err(|source| CgroupError::Write {
+                path: path.clone(),
+                value: "0".to_string(),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
 /// What runc allows after a spec's own device rules, so that a spec that only denies
 /// everything (CRI's containers and sandboxes) still has working /dev/null, /dev/zero, ...,
 /// terminals (/dev/pts/*, /dev/ptmx) and /dev/net/tun, and may mknod (not open) any device.
@@ -546,6 +578,38 @@ mod tests {
             serde_json::from_value(serde_json::json!({"memory": {"limit": -5}})).unwrap();
         let e = check_ranges(&neg).unwrap_err().to_string();
         assert!(e.contains("memory.limit") && e.contains("-5"), "{e}");
+    }
+
+    #[test]
+    fn joining_through_opened_tasks_files_uses_the_files_opened() {
+        let d = TempDir::new();
+        let files: Vec<PathBuf> = ["cpu", "memory"]
+            .iter()
+            .map(|h| d.path().join(h).join("tasks"))
+            .collect();
+        for f in &files {
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, "").unwrap();
+        }
+        let opened = open_join_files(&files).expect("both open");
+        // Gone by path since: only the files opened can take the writes.
+        for f in &files {
+            std::fs::rename(f, f.with_extension("moved")).unwrap();
+        }
+        let fds = opened.into_iter().map(OwnedFd::from).collect();
+        join_self_through(&files, fds).unwrap();
+        for f in &files {
+            assert_eq!(
+                std::fs::read_to_string(f.with_extension("moved")).unwrap(),
+                "0"
+            );
+        }
+        // Without them (the runtime could not open one), the paths, and an error naming one.
+        let e = join_self_through(&files, Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cpu/tasks"), "{e}");
+        assert!(open_join_files(&files).is_none());
     }
 
     #[test]

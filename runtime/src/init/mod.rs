@@ -57,9 +57,12 @@ fn serve() -> ! {
 fn run(ch: &mut Channel) -> Result<(), String> {
     // SAFETY: umask never fails; device nodes and dirs get exactly the modes asked for.
     unsafe { libc::umask(0) };
-    match ch.recv().map_err(|e| format!("read plan: {e}"))? {
-        Some(Msg::Plan(plan)) => run_init(ch, &plan),
-        Some(Msg::Exec(plan)) => run_exec(ch, &plan),
+    let plan = ch.recv().map_err(|e| format!("read plan: {e}"))?;
+    // The cgroup's `tasks` files, opened by the runtime, if it could.
+    let tasks = ch.take_fds();
+    match plan {
+        Some(Msg::Plan(plan)) => run_init(ch, &plan, tasks),
+        Some(Msg::Exec(plan)) => run_exec(ch, &plan, tasks),
         Some(other) => Err(format!("expected a plan, got {other:?}")),
         None => Ok(()),
     }
@@ -144,11 +147,11 @@ fn enter_user_namespace(ch: &mut Channel, join: Option<(OwnedFd, String)>) -> Re
     Ok(())
 }
 
-fn run_init(ch: &mut Channel, plan: &Plan) -> Result<(), String> {
+fn run_init(ch: &mut Channel, plan: &Plan, tasks: Vec<OwnedFd>) -> Result<(), String> {
     let p = &plan.process;
     // First: before any fork (a pid namespace joined, a user namespace) and before the cgroup
     // namespace is made, whose root is the cgroup we are in then.
-    join_cgroup(p)?;
+    join_cgroup(p, tasks)?;
     // Before any user namespace: raising a hard limit or lowering oom_score_adj takes the
     // host's privileges.
     process::raise_hard_limits(p)?;
@@ -286,8 +289,8 @@ fn await_continue(ch: &mut Channel, what: &str) -> Result<(), String> {
 
 /// Join every namespace of a running container through its init's /proc entries. All are
 /// opened before the first setns: after joining the mount namespace, /proc is the container's.
-fn run_exec(ch: &mut Channel, plan: &ExecPlan) -> Result<(), String> {
-    join_cgroup(&plan.process)?;
+fn run_exec(ch: &mut Channel, plan: &ExecPlan, tasks: Vec<OwnedFd>) -> Result<(), String> {
+    join_cgroup(&plan.process, tasks)?;
     process::raise_hard_limits(&plan.process)?;
     if let Some(adj) = plan.process.oom_score_adj {
         if let Some(line) = process::set_oom_score_adj(adj)? {
@@ -318,10 +321,11 @@ fn run_exec(ch: &mut Channel, plan: &ExecPlan) -> Result<(), String> {
     finish(ch, &plan.process, None)
 }
 
-/// Into the container's cgroup while the host's /sys/fs/cgroup is in view; this helper is
-/// single-threaded, as `cgroups::join_self` needs.
-fn join_cgroup(p: &ProcessPlan) -> Result<(), String> {
-    crate::cgroups::join_self(&p.cgroup_join)
+/// Into the container's cgroup while the host's /sys/fs/cgroup is in view, through `tasks`
+/// where the runtime sent the files opened; this helper is single-threaded, as
+/// `cgroups::join_self` needs.
+fn join_cgroup(p: &ProcessPlan, tasks: Vec<OwnedFd>) -> Result<(), String> {
+    crate::cgroups::join_self_through(&p.cgroup_join, tasks)
         .map_err(|e| format!("join the container's cgroup: {e}"))
 }
 
