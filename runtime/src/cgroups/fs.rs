@@ -91,10 +91,32 @@ pub(crate) mod record {
 }
 
 pub(crate) fn read_file(path: &Path) -> Result<String> {
-    fs::read_to_string(path).map_err(|source| CgroupError::Read {
+    read_small(path).map_err(|source| CgroupError::Read {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// A procfs or cgroupfs file, whole. These report a size of 0, so fs::read_to_string (an
+/// fstat first) starts from a 32-byte probe and doubles: mountinfo took eight read(2)s, each
+/// regenerating text. With room for what they hold it is one read and the one that sees EOF.
+fn read_small(path: &Path) -> io::Result<String> {
+    let mut f = fs::File::open(path)?;
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        match io::Read::read(&mut f, &mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// Write a knob for a spec field. A missing knob in an existing cgroup dir
@@ -279,6 +301,20 @@ fn rmdir_retry(dir: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn reads_a_file_whole_past_the_first_buffer() {
+        let d = super::super::test_util::TempDir::new();
+        let p = d.path().join("big");
+        let text: String = (0..3000).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&p, &text).unwrap();
+        assert_eq!(super::read_file(&p).unwrap(), text);
+        let mountinfo = super::read_file(std::path::Path::new("/proc/self/mountinfo")).unwrap();
+        assert_eq!(
+            mountinfo,
+            std::fs::read_to_string("/proc/self/mountinfo").unwrap()
+        );
+    }
+
     use super::super::test_util::TempDir;
     use super::*;
 

@@ -113,6 +113,14 @@ impl Manager {
     pub fn create(&self) -> Result<()> {
         self.check()?;
         for h in &self.hierarchies {
+            // The parents nearly always exist (containerd's namespace, a pod's): the leaf
+            // alone first, one mkdir where the walk below takes a mkdir and a stat per level,
+            // nine hierarchies over. Should it fail (a parent missing), the walk makes the
+            // parents, or names the error. cpuset always walks: every level needs its cpus
+            // and mems filled in.
+            if !h.has("cpuset") && fs::mkdir(&h.leaf).is_ok() {
+                continue;
+            }
             // check() proved the prefix.
             let rel = h.leaf.strip_prefix(&h.mount_point).unwrap_or(&h.leaf);
             let mut dir = h.mount_point.clone();
