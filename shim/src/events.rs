@@ -5,6 +5,7 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -257,10 +258,25 @@ fn next(queue: &Queue) -> Msg {
 /// A connection to containerd's ttrpc address (`unix://` or a path) for events, or None.
 /// Made before the first event: containerd's side of a new connection (its accept, a
 /// goroutine) then falls before Create, not between Create's answer and Start.
+/// Never blocks: a containerd whose listen backlog is full (EAGAIN) is left to the
+/// publisher's own connect, as a containerd that is not there is.
 pub fn connect(addr: &str) -> Option<UnixStream> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType, UnixAddr};
     let path = addr.strip_prefix("unix://").unwrap_or(addr);
-    UnixStream::connect(path)
-        .map_err(|e| log::debug!("connect to containerd at {addr} for events: {e}"))
+    let res = (|| {
+        let sock = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )?;
+        nix::sys::socket::connect(sock.as_raw_fd(), &UnixAddr::new(path)?)?;
+        let sock = UnixStream::from(sock);
+        sock.set_nonblocking(false)
+            .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EINVAL)))?;
+        Ok::<_, nix::errno::Errno>(sock)
+    })();
+    res.map_err(|e| log::debug!("connect to containerd at {addr} for events: {e}"))
         .ok()
 }
 
@@ -426,6 +442,34 @@ mod tests {
             let _ = tx.send(l.accept().map(|(s, _)| s));
         });
         rx.recv_timeout(Duration::from_secs(5)).ok()?.ok()
+    }
+
+    #[test]
+    fn connecting_never_waits_for_a_full_backlog() {
+        use std::os::fd::AsRawFd;
+        let dir = std::env::temp_dir().join(format!("crt-events-full-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("ttrpc.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        // A containerd that accepts nothing, with room for one pending connection.
+        // SAFETY: listen on a socket we own.
+        assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
+        let addr = format!("unix://{}", sock.display());
+        let first = connect(&addr);
+        assert!(first.is_some());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let a = addr.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(connect(&a).is_none());
+        });
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(5)),
+            Ok(true),
+            "connect waited on a full backlog"
+        );
+        drop(first);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
