@@ -434,6 +434,16 @@ mod tests {
         Some(fwd.envelope.topic.clone())
     }
 
+    /// A fresh dir `name` (the caller removes it) and a listener on a socket in it.
+    fn listening(name: &str) -> (PathBuf, PathBuf, UnixListener) {
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("ttrpc.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        (dir, sock, listener)
+    }
+
     /// `listener`'s next connection, or None after 5 s.
     fn accept_within(listener: &UnixListener) -> Option<UnixStream> {
         let l = listener.try_clone().unwrap();
@@ -447,11 +457,7 @@ mod tests {
     #[test]
     fn connecting_never_waits_for_a_full_backlog() {
         use std::os::fd::AsRawFd;
-        let dir = std::env::temp_dir().join(format!("crt-events-full-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let sock = dir.join("ttrpc.sock");
-        let listener = UnixListener::bind(&sock).unwrap();
+        let (dir, sock, listener) = listening("crt-events-full");
         // A containerd that accepts nothing, with room for one pending connection.
         // SAFETY: listen on a socket we own.
         assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
@@ -474,11 +480,7 @@ mod tests {
 
     #[test]
     fn a_publisher_given_a_connection_sends_on_it() {
-        let dir = std::env::temp_dir().join(format!("crt-events-given-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let sock = dir.join("ttrpc.sock");
-        let listener = UnixListener::bind(&sock).unwrap();
+        let (dir, sock, listener) = listening("crt-events-given");
         let addr = format!("unix://{}", sock.display());
         let conn = connect(&addr).expect("connect");
         let mut served = accept_within(&listener).expect("the connection made");
@@ -495,11 +497,7 @@ mod tests {
 
     #[test]
     fn the_publisher_connects_before_its_first_event_and_reconnects_when_that_breaks() {
-        let dir = std::env::temp_dir().join(format!("crt-events-early-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let sock = dir.join("ttrpc.sock");
-        let listener = UnixListener::bind(&sock).unwrap();
+        let (dir, sock, listener) = listening("crt-events-early");
         let p = Publisher::start(
             Some(format!("unix://{}", sock.display())),
             "ns".into(),

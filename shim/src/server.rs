@@ -668,6 +668,21 @@ mod tests {
             .is_ok());
     }
 
+    /// Hand `w` a job that records its thread in `tids` and counts itself in `done`.
+    fn run_recorded(
+        w: &Arc<Workers>,
+        done: &Arc<std::sync::atomic::AtomicUsize>,
+        tids: &Arc<Mutex<Vec<std::thread::ThreadId>>>,
+    ) {
+        let (d, t) = (done.clone(), tids.clone());
+        assert!(w
+            .run(Box::new(move |_: &Replied| {
+                t.lock().unwrap().push(std::thread::current().id());
+                d.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }))
+            .is_ok());
+    }
+
     fn wait_for(n: &std::sync::atomic::AtomicUsize, want: usize) {
         let t = std::time::Instant::now();
         while n.load(std::sync::atomic::Ordering::SeqCst) < want {
@@ -678,18 +693,12 @@ mod tests {
 
     #[test]
     fn a_worker_runs_the_next_call_and_ends_once_idle_for_its_linger() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::atomic::AtomicUsize;
         let w = Workers::new(Duration::from_millis(300));
         let done = Arc::new(AtomicUsize::new(0));
         let tids = Arc::new(Mutex::new(Vec::new()));
         for i in 1..=3 {
-            let (d, t) = (done.clone(), tids.clone());
-            assert!(w
-                .run(Box::new(move |_: &Replied| {
-                    t.lock().unwrap().push(std::thread::current().id());
-                    d.fetch_add(1, Ordering::SeqCst);
-                }))
-                .is_ok());
+            run_recorded(&w, &done, &tids);
             wait_for(&done, i);
         }
         let tids = tids.lock().unwrap().clone();
@@ -749,13 +758,7 @@ mod tests {
             }))
             .is_ok());
         answered_rx.recv().unwrap();
-        let (d, t) = (done.clone(), tids.clone());
-        assert!(w
-            .run(Box::new(move |_: &Replied| {
-                t.lock().unwrap().push(std::thread::current().id());
-                d.fetch_add(1, Ordering::SeqCst);
-            }))
-            .is_ok());
+        run_recorded(&w, &done, &tids);
         assert_eq!(
             w.lock().threads,
             1,
