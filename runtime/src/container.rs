@@ -519,7 +519,6 @@ fn request_helper(
     })
 }
 
-/// Send the helper its plan and take it through the handshake up to Ready.
 /// The cgroup v1 `tasks` files the helper of `plan` joins through, opened, to go with the plan
 /// (cgroups::open_join_files): on the helper's path they were nine path walks through
 /// cgroupfs, here they overlap its clone3.
@@ -535,6 +534,7 @@ fn open_join_files(plan: &Msg) -> Option<Vec<std::fs::File>> {
     crate::cgroups::open_join_files(files)
 }
 
+/// Send the helper its plan and take it through the handshake up to Ready.
 fn handshake(
     helper: PendingHelper,
     plan: Msg,

@@ -262,22 +262,25 @@ fn next(queue: &Queue) -> Msg {
 /// publisher's own connect, as a containerd that is not there is.
 pub fn connect(addr: &str) -> Option<UnixStream> {
     use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType, UnixAddr};
-    let path = addr.strip_prefix("unix://").unwrap_or(addr);
-    let res = (|| {
+    let res = (|| -> std::io::Result<UnixStream> {
         let sock = socket(
             AddressFamily::Unix,
             SockType::Stream,
             SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
             None,
         )?;
-        nix::sys::socket::connect(sock.as_raw_fd(), &UnixAddr::new(path)?)?;
+        nix::sys::socket::connect(sock.as_raw_fd(), &UnixAddr::new(socket_path(addr))?)?;
         let sock = UnixStream::from(sock);
-        sock.set_nonblocking(false)
-            .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EINVAL)))?;
-        Ok::<_, nix::errno::Errno>(sock)
+        sock.set_nonblocking(false)?;
+        Ok(sock)
     })();
     res.map_err(|e| log::debug!("connect to containerd at {addr} for events: {e}"))
         .ok()
+}
+
+/// The socket's path of a ttrpc address, `unix://` or a plain path.
+fn socket_path(addr: &str) -> &str {
+    addr.strip_prefix("unix://").unwrap_or(addr)
 }
 
 fn run(queue: &Queue, address: Option<String>, namespace: String, conn: Option<UnixStream>) {
@@ -342,8 +345,7 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Forwarder {
     fn connect(addr: &str) -> std::io::Result<Forwarder> {
-        let path = addr.strip_prefix("unix://").unwrap_or(addr);
-        Forwarder::new(UnixStream::connect(path)?)
+        Forwarder::new(UnixStream::connect(socket_path(addr))?)
     }
 
     fn new(sock: UnixStream) -> std::io::Result<Forwarder> {
@@ -402,8 +404,7 @@ mod tests {
 
     /// A containerd stand-in that answers each Forward after `delay` and records the topics
     /// it got.
-    fn events_server(path: &std::path::Path, delay: Duration) -> Arc<Mutex<Vec<String>>> {
-        let listener = UnixListener::bind(path).unwrap();
+    fn events_server(listener: UnixListener, delay: Duration) -> Arc<Mutex<Vec<String>>> {
         let got = Arc::new(Mutex::new(Vec::new()));
         let rec = got.clone();
         std::thread::spawn(move || {
@@ -517,11 +518,8 @@ mod tests {
 
     /// A publisher forwarding to an [`events_server`] in a fresh dir `name` (removed after).
     fn publisher(name: &str, delay: Duration) -> (Publisher, Arc<Mutex<Vec<String>>>, PathBuf) {
-        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let sock = dir.join("ttrpc.sock");
-        let got = events_server(&sock, delay);
+        let (dir, sock, listener) = listening(name);
+        let got = events_server(listener, delay);
         let p = Publisher::start(
             Some(format!("unix://{}", sock.display())),
             "ns".into(),

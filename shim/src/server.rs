@@ -657,7 +657,6 @@ mod tests {
         assert_eq!(r.status.code.enum_value(), Ok(Code::RESOURCE_EXHAUSTED));
     }
 
-    /// Until every job ran (or 5 s).
     /// Hand `w` a job that only counts itself in `done`.
     fn run_counted(w: &Arc<Workers>, done: &Arc<std::sync::atomic::AtomicUsize>) {
         let d = done.clone();
@@ -683,6 +682,7 @@ mod tests {
             .is_ok());
     }
 
+    /// Until `want` jobs ran (or 5 s).
     fn wait_for(n: &std::sync::atomic::AtomicUsize, want: usize) {
         let t = std::time::Instant::now();
         while n.load(std::sync::atomic::Ordering::SeqCst) < want {

@@ -69,6 +69,20 @@ pub(crate) fn write_file_kept(
     open[i].1.write_all(value.as_bytes()).map_err(err)
 }
 
+/// Like [`write_file`], to `f`, the file at `path` opened already (a helper's `tasks` files,
+/// which the runtime opens for it: cgroups::join_self_through).
+pub(crate) fn write_opened(f: &mut fs::File, path: &Path, value: &str) -> Result<()> {
+    log::debug!("cgroup: {} <- {value:?}", path.display());
+    #[cfg(test)]
+    record::note(path, value);
+    f.write_all(value.as_bytes())
+        .map_err(|source| CgroupError::Write {
+            path: path.to_path_buf(),
+            value: value.to_string(),
+            source,
+        })
+}
+
 /// Tests observe the order of writes (it matters to the kernel, but a
 /// tempdir accepts any order).
 #[cfg(test)]
@@ -301,22 +315,22 @@ fn rmdir_retry(dir: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn reads_a_file_whole_past_the_first_buffer() {
-        let d = super::super::test_util::TempDir::new();
-        let p = d.path().join("big");
-        let text: String = (0..3000).map(|i| format!("line {i}\n")).collect();
-        std::fs::write(&p, &text).unwrap();
-        assert_eq!(super::read_file(&p).unwrap(), text);
-        let mountinfo = super::read_file(std::path::Path::new("/proc/self/mountinfo")).unwrap();
-        assert_eq!(
-            mountinfo,
-            std::fs::read_to_string("/proc/self/mountinfo").unwrap()
-        );
-    }
-
     use super::super::test_util::TempDir;
     use super::*;
+
+    #[test]
+    fn reads_a_file_whole_past_the_first_buffer() {
+        let d = TempDir::new();
+        let p = d.path().join("big");
+        let text: String = (0..3000).map(|i| format!("line {i}\n")).collect();
+        fs::write(&p, &text).unwrap();
+        assert_eq!(read_file(&p).unwrap(), text);
+        let mountinfo = read_file(Path::new("/proc/self/mountinfo")).unwrap();
+        assert_eq!(
+            mountinfo,
+            fs::read_to_string("/proc/self/mountinfo").unwrap()
+        );
+    }
 
     #[test]
     fn write_file_reports_path_value_and_errno() {

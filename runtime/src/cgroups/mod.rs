@@ -440,21 +440,13 @@ pub fn open_join_files(files: &[PathBuf]) -> Option<Vec<std::fs::File>> {
 /// path walk through cgroupfs, most of each move's cost (10 us each on a VM, one per v1
 /// hierarchy, on the helper's path to ready), is done already.
 pub fn join_self_through(files: &[PathBuf], opened: Vec<OwnedFd>) -> Result<()> {
-    use std::io::Write as _;
     if opened.len() != files.len() {
         return join_self(files);
     }
-    for (path, fd) in files.iter().zip(opened) {
-        log::debug!("cgroup: {} <- \"0\"", path.display());
-        std::fs::File::from(fd)
-            .write_all(b"0")
-            .map_err(|source| CgroupError::Write {
-                path: path.clone(),
-                value: "0".to_string(),
-                source,
-            })?;
-    }
-    Ok(())
+    files
+        .iter()
+        .zip(opened)
+        .try_for_each(|(path, fd)| fs::write_opened(&mut std::fs::File::from(fd), path, "0"))
 }
 
 /// What runc allows after a spec's own device rules, so that a spec that only denies
