@@ -43,7 +43,7 @@ pub struct Container {
     cgroup: Manager,
     channel: Option<Channel>,
     rootfs_mount: Option<PathBuf>,
-    /// The init's mount namespace, held until the init exits ([`Container::release_mounts`]).
+    /// The init's mount namespace, held until the init exits ([`Container::exited`]).
     mount_ns: Option<OwnedFd>,
     console: Option<Console>,
     seccomp: Option<crate::seccomp::SeccompProgram>,
@@ -332,28 +332,14 @@ impl Container {
         Ok(self.cgroup.pids()?)
     }
 
-    /// The init has exited: let its mount namespace go, off the caller's path. The last
-    /// reference to a mount namespace tears it down, and that waits for an expedited RCU grace
-    /// period (0.1-1 ms on a VM, more with more mounts) before its mounts are freed; held by
-    /// the init alone, that wait sat in its exit, before its parent heard of it. A thread of
-    /// its own takes it now, beside the report of the exit. Called at once, so the container's
-    /// filesystems (volumes among them) are not kept mounted after it stopped.
-    pub fn release_mounts(&mut self) {
-        if let Some(ns) = self.mount_ns.take() {
-            // Where no thread can start, the closure, and the fd, are dropped right here.
-            let _ = std::thread::Builder::new()
-                .name("unmount".into())
-                // It only closes an fd: not the 2 MiB stack (and its munmap) of a default thread.
-                .stack_size(64 << 10)
-                .spawn(move || drop(ns));
-        }
-    }
-
-    /// Record the init's exit on disk so `delete` after a shim crash reports it.
-    pub fn record_exit(&self, status: i32) {
-        if let Ok(Some(mut st)) = state::load(&self.bundle) {
-            st.exit_status = Some(status);
-            let _ = state::save(&self.bundle, &st);
+    /// The init has exited with `status`: record it on disk, so `delete` after a shim crash
+    /// reports it, and hand back its mount namespace for [`Exited::finish`] to let go once the
+    /// caller let go of its lock. Recording is one small write, done here so that a Delete
+    /// that follows at once finds it made and removes it.
+    pub fn exited(&mut self, status: i32) -> Exited {
+        state::record_exit(&self.bundle, status);
+        Exited {
+            mount_ns: self.mount_ns.take(),
         }
     }
 
@@ -458,7 +444,7 @@ impl ExecContext {
     }
 }
 
-/// A reference to `pid`'s mount namespace (see [`Container::release_mounts`]); `None` where it
+/// A reference to `pid`'s mount namespace (see [`Container::exited`]); `None` where it
 /// cannot be opened, which only costs the exit its teardown.
 fn hold_mount_ns(pid: i32) -> Option<OwnedFd> {
     let path = format!("/proc/{pid}/ns/mnt");
@@ -743,12 +729,37 @@ impl Undo {
     }
 }
 
+/// A container's init has exited ([`Container::exited`]).
+pub struct Exited {
+    mount_ns: Option<OwnedFd>,
+}
+
+impl Exited {
+    /// Let the init's mount namespace go, off the caller's path. The last reference to a mount
+    /// namespace tears it down, and that waits for an expedited RCU grace period (0.1-1 ms on
+    /// a VM, more with more mounts) before its mounts are freed; held by the init alone, that
+    /// wait sat in its exit, before its parent heard of it. A thread of its own takes it now,
+    /// beside the report of the exit. Done at once, so the container's filesystems (volumes
+    /// among them) are not kept mounted after it stopped.
+    pub fn finish(self) {
+        if let Some(ns) = self.mount_ns {
+            // Where no thread can start, the closure, and the fd, are dropped right here.
+            let _ = std::thread::Builder::new()
+                .name("unmount".into())
+                // It only closes an fd: not the 2 MiB stack (and its munmap) of a default thread.
+                .stack_size(64 << 10)
+                .spawn(move || drop(ns));
+        }
+    }
+}
+
 /// `delete` after the shim is gone: kill what is left, remove the cgroup, unmount the rootfs,
 /// forget the state. Returns the init's pid and its exit status when they were recorded.
 pub fn cleanup(bundle: &Path) -> Result<(i32, Option<i32>)> {
     let Some(st) = state::load(bundle)? else {
         return Ok((0, None));
     };
+    let exit = state::recorded_exit(bundle).or(st.exit_status);
     if st.pid > 0 && st.pid_start != 0 && state::pid_start(st.pid) == Some(st.pid_start) {
         let _ = kill(Pid::from_raw(st.pid), Signal::SIGKILL);
     }
@@ -768,5 +779,49 @@ pub fn cleanup(bundle: &Path) -> Result<(i32, Option<i32>)> {
             &st.hook_state.json("stopped", st.pid),
         );
     }
-    Ok((st.pid, st.exit_status))
+    Ok((st.pid, exit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("crt-cleanup-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn cleanup_reports_the_recorded_exit_and_forgets_it() {
+        let dir = bundle("exit");
+        let st = State {
+            id: "c".into(),
+            ..Default::default()
+        };
+        state::save(&dir, &st).unwrap();
+        assert_eq!(cleanup(&dir).unwrap(), (0, None), "no exit recorded yet");
+        state::save(&dir, &st).unwrap();
+        state::record_exit(&dir, 3);
+        assert_eq!(cleanup(&dir).unwrap(), (0, Some(3)));
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "state left behind"
+        );
+        std::fs::remove_dir(&dir).unwrap();
+    }
+
+    #[test]
+    fn cleanup_reads_an_exit_an_earlier_version_recorded_in_the_state() {
+        let dir = bundle("legacy");
+        let st = State {
+            id: "c".into(),
+            exit_status: Some(5),
+            ..Default::default()
+        };
+        state::save(&dir, &st).unwrap();
+        assert_eq!(cleanup(&dir).unwrap(), (0, Some(5)));
+        std::fs::remove_dir(&dir).unwrap();
+    }
 }

@@ -26,6 +26,6 @@ pub mod userns;
 pub mod zygote;
 
 pub use console::Console;
-pub use container::{cleanup, Container, CreateOpts, Exec, ExecContext};
+pub use container::{cleanup, Container, CreateOpts, Exec, ExecContext, Exited};
 pub use error::{Result, RuntimeError};
 pub use rootfs_mount::RootfsMount;

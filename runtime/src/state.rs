@@ -9,6 +9,9 @@ use crate::cgroups::CgroupState;
 use crate::error::{Result, RuntimeError};
 
 pub const FILE: &str = "crt-state.json";
+/// The init's exit status, in decimal: a file of its own, so that recording it is one small
+/// write, not a load, parse and rewrite of the state beside the reaper's reply to Wait.
+pub const EXIT_FILE: &str = "crt-exit";
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct State {
@@ -19,6 +22,7 @@ pub struct State {
     pub cgroup: Option<CgroupState>,
     /// The rootfs the runtime mounted from containerd's mount list, to unmount.
     pub rootfs_mount: Option<PathBuf>,
+    /// Where an earlier version recorded the exit; this one writes [`EXIT_FILE`].
     pub exit_status: Option<i32>,
     /// poststop hooks still run by `delete` after a shim crash (they undo what createRuntime
     /// hooks set up).
@@ -62,7 +66,23 @@ pub fn load(bundle: &Path) -> Result<Option<State>> {
 }
 
 pub fn remove(bundle: &Path) {
+    let _ = std::fs::remove_file(bundle.join(EXIT_FILE));
     let _ = std::fs::remove_file(path(bundle));
+}
+
+/// Best effort: the state file stays the truth; a lost or torn write reads as no exit seen.
+pub fn record_exit(bundle: &Path, status: i32) {
+    if let Err(e) = std::fs::write(bundle.join(EXIT_FILE), status.to_string()) {
+        log::warn!("{}: exit status not recorded: {e}", bundle.display());
+    }
+}
+
+pub fn recorded_exit(bundle: &Path) -> Option<i32> {
+    std::fs::read_to_string(bundle.join(EXIT_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Start time of a process, or None when it is gone.

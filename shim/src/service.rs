@@ -266,12 +266,18 @@ impl Service {
         {
             self.exited.notify_all();
             t.answer_waiters();
-            for p in t.procs.values_mut() {
-                if let (Some(code), Some(c)) = (p.exit_to_record.take(), &mut p.container) {
-                    c.release_mounts();
-                    c.record_exit(code as i32);
-                }
-            }
+            let exited: Vec<_> = t
+                .procs
+                .values_mut()
+                .filter_map(|p| match (p.exit_to_record.take(), &mut p.container) {
+                    (Some(code), Some(c)) => Some(c.exited(code as i32)),
+                    _ => None,
+                })
+                .collect();
+            // A Delete or State waits on the table meanwhile: the unmount thread is
+            // started without it.
+            drop(guard);
+            exited.into_iter().for_each(crt_runtime::Exited::finish);
             return;
         }
         if t.unclaimed.len() > 1024 {
