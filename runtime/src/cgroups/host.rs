@@ -77,7 +77,7 @@ impl Host {
         proc_self_cgroup: &str,
         cgroup_root: &Path,
     ) -> Result<Host> {
-        let mounts = parse_mountinfo(mountinfo)?;
+        let mounts = parse_mountinfo(mountinfo, cgroup_root)?;
         let own = parse_proc_self_cgroup(proc_self_cgroup)?;
 
         // Same rule as runc's IsCgroup2UnifiedMode (statfs of the root):
@@ -181,22 +181,38 @@ fn mountinfo_err(line: &str, reason: &str) -> CgroupError {
 }
 
 /// mountinfo(5): `id parent maj:min root mountpoint opts [optional...] - fstype source superopts`.
-fn parse_mountinfo(text: &str) -> Result<Vec<MountEntry>> {
+/// Keeps the mounts that matter to cgroups: cgroup and cgroup2 ones, and whatever is mounted
+/// at `cgroup_root` (the last mount there is the visible one). The host's mount table holds
+/// every running container's rootfs too: their fields are split, not copied.
+fn parse_mountinfo(text: &str, cgroup_root: &Path) -> Result<Vec<MountEntry>> {
     let mut out = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let sep = fields
-            .iter()
-            .skip(6)
-            .position(|f| *f == "-")
-            .map(|p| p + 6)
-            .ok_or_else(|| mountinfo_err(line, "no ' - ' separator"))?;
-        let (Some(fstype), Some(super_opts)) = (fields.get(sep + 1), fields.get(sep + 3)) else {
+        let mut fields = line.split(' ');
+        let (Some(root), Some(mount_point)) = (fields.nth(3), fields.next()) else {
+            return Err(mountinfo_err(line, "no ' - ' separator"));
+        };
+        // Mount options, then optional fields up to the separator.
+        let mut after = fields.skip(1).skip_while(|f| *f != "-");
+        if after.next().is_none() {
+            return Err(mountinfo_err(line, "no ' - ' separator"));
+        }
+        let (Some(fstype), Some(_source), Some(super_opts)) =
+            (after.next(), after.next(), after.next())
+        else {
             return Err(mountinfo_err(line, "missing fields after ' - '"));
         };
+        let is_cgroup = matches!(fstype, "cgroup" | "cgroup2");
+        // Others matter only at the root; an escaped path is unescaped before it is compared.
+        if !is_cgroup && !mount_point.contains('\\') && Path::new(mount_point) != cgroup_root {
+            continue;
+        }
+        let mount_point = PathBuf::from(unescape(mount_point));
+        if !is_cgroup && mount_point != cgroup_root {
+            continue;
+        }
         out.push(MountEntry {
-            root: PathBuf::from(unescape(fields[3])),
-            mount_point: PathBuf::from(unescape(fields[4])),
+            root: PathBuf::from(unescape(root)),
+            mount_point,
             fstype: fstype.to_string(),
             super_opts: super_opts.to_string(),
         });
@@ -376,6 +392,25 @@ mod tests {
         assert_eq!(h[1].root, Path::new("/docker/abc"));
         assert_eq!(h[2].mount_point, Path::new("/sys/fs/cgroup/my named"));
         assert_eq!(h[2].controllers, ["name=mine"]);
+    }
+
+    #[test]
+    fn only_cgroup_mounts_and_the_one_at_the_root_are_kept() {
+        let mi = "\
+22 1 0:21 / /sys rw - sysfs sysfs rw
+26 22 0:23 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw
+27 26 0:24 / /sys/fs/cgroup rw - tmpfs tmpfs rw,mode=755
+28 27 0:25 / /sys/fs/cgroup/memory rw,nosuid shared:9 - cgroup cgroup rw,memory
+40 1 0:40 / /run/containerd/io.containerd.runtime.v2.task/default/x/rootfs rw - overlay overlay rw
+";
+        let kept = parse_mountinfo(mi, Path::new(DEFAULT_CGROUP_ROOT)).unwrap();
+        let fs: Vec<_> = kept.iter().map(|m| m.fstype.as_str()).collect();
+        assert_eq!(fs, ["cgroup2", "tmpfs", "cgroup"]);
+        // A tmpfs over a cgroup2 root hides it: v1, as statfs of the root says.
+        let Host::V1(h) = Host::parse(mi, "5:memory:/\n").unwrap() else {
+            panic!("a hidden cgroup2 root taken for v2")
+        };
+        assert_eq!(h[0].controllers, ["memory"]);
     }
 
     #[test]
