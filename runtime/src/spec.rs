@@ -704,6 +704,39 @@ mod tests {
         plan(&serde_json::from_value(v).unwrap(), Path::new("/b"))
     }
 
+    /// Frames are postcard, which is not self-describing: a field serialized conditionally
+    /// (`skip_serializing_if`) would shift every field after it. A plan with its optional parts
+    /// filled in must come out of the channel as it went in.
+    #[test]
+    fn a_plan_crosses_the_channel_whole() {
+        let l = with(|v| {
+            v["process"]["terminal"] = true.into();
+            v["process"]["consoleSize"] = serde_json::json!({"height": 40, "width": 120});
+            v["process"]["env"] = serde_json::json!(["A=1", "B=2"]);
+            v["process"]["oomScoreAdj"] = 5.into();
+            v["process"]["user"]["additionalGids"] = serde_json::json!([5, 6]);
+            v["linux"]["sysctl"] = serde_json::json!({"kernel.domainname": "x"});
+            v["linux"]["readonlyPaths"] = serde_json::json!(["/proc/sys"]);
+            v["linux"]["devices"] =
+                serde_json::json!([{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}]);
+            v["annotations"] = serde_json::json!({"a": "b"});
+            v["hooks"] = serde_json::json!({"createContainer":
+                [{"path": "/bin/true", "args": ["true"], "env": ["X=1"], "timeout": 3}]});
+        })
+        .unwrap();
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (mut a, mut b) = (
+            crate::channel::Channel::new(a),
+            crate::channel::Channel::new(b),
+        );
+        a.send(&crate::channel::Msg::Plan(Box::new(l.plan.clone())))
+            .unwrap();
+        match b.recv().unwrap() {
+            Some(crate::channel::Msg::Plan(p)) => assert_eq!(*p, l.plan),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn terminal_and_console_size_are_planned() {
         let t = with(|v| {
