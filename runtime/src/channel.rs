@@ -13,8 +13,8 @@
 //!    | --- Start ---------------------------> |  (Start)
 //!    | <-- EOF (exec done: fd is CLOEXEC) -- |  or Error (exec failed)
 //! ```
-//! Frames are a little-endian u32 length and a JSON body over a stream socketpair, so a plan of
-//! any size fits. A frame may carry one fd (SCM_RIGHTS) with its first byte: a stream socket
+//! Frames are a little-endian u32 length and a postcard body over a stream socketpair, so a plan
+//! of any size fits. A frame may carry one fd (SCM_RIGHTS) with its first byte: a stream socket
 //! never merges data across a sendmsg that carries rights, so the fd arrives with its frame.
 
 use std::io::{IoSlice, IoSliceMut, Read, Write};
