@@ -724,15 +724,12 @@ mod tests {
                 [{"path": "/bin/true", "args": ["true"], "env": ["X=1"], "timeout": 3}]});
         })
         .unwrap();
+        use crate::channel::{Channel, Msg};
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let (mut a, mut b) = (
-            crate::channel::Channel::new(a),
-            crate::channel::Channel::new(b),
-        );
-        a.send(&crate::channel::Msg::Plan(Box::new(l.plan.clone())))
-            .unwrap();
+        let (mut a, mut b) = (Channel::new(a), Channel::new(b));
+        a.send(&Msg::Plan(Box::new(l.plan.clone()))).unwrap();
         match b.recv().unwrap() {
-            Some(crate::channel::Msg::Plan(p)) => assert_eq!(*p, l.plan),
+            Some(Msg::Plan(p)) => assert_eq!(*p, l.plan),
             other => panic!("{other:?}"),
         }
     }

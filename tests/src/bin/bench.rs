@@ -557,16 +557,18 @@ fn drive_shim(
             .open("/sys/kernel/tracing/trace_marker")
             .ok()
     });
-    // The calls' clock starts again before a second run's Create (BENCH_ALONE_TWICE).
-    let mut from = t;
+    let twice = twice();
+    // The calls' clock starts again before a second run's Create (BENCH_ALONE_TWICE); `start`
+    // is the first run's.
+    let mut from: Option<Instant> = None;
     let mut mark = |i: usize| {
         if i == 0 {
-            if from == t {
+            if from.is_none() {
                 phases[0] = t.elapsed();
             }
-            from = Instant::now();
+            from = Some(Instant::now());
         } else {
-            phases[i] = phases[0] + from.elapsed();
+            phases[i] = phases[0] + from.map_or(Duration::ZERO, |f| f.elapsed());
         }
         if let Some(mut m) = marker.as_ref() {
             use std::io::Write;
@@ -600,7 +602,7 @@ fn drive_shim(
         Ok(())
     };
     let mut res = run();
-    if twice() && res.is_ok() {
+    if twice && res.is_ok() {
         // The same id and bundle again, once the first run's events are in.
         if let Some(sink) = events {
             sink.wait_for(id, 4, Duration::from_secs(5));
@@ -609,12 +611,12 @@ fn drive_shim(
         res = run();
     }
     // start and the measured run's calls.
-    let took = if twice() { phases[4] } else { t.elapsed() };
+    let took = if twice { phases[4] } else { t.elapsed() };
     // Every shim sends these four; waited for here, off the clock, so that none is still
     // being handled when the next run starts, and a shim that skipped one is not measured.
     let res = res.and_then(|()| match events {
         Some(sink) => {
-            let n = if twice() { 8 } else { 4 };
+            let n = if twice { 8 } else { 4 };
             let got = sink.wait_for(id, n, Duration::from_secs(5));
             // The (last) run's own.
             let got = got[got.len().saturating_sub(4)..].to_vec();
