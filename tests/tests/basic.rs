@@ -7,7 +7,8 @@ crt_e2e::scenarios!(
     exit_code,
     sigkill_137,
     detached_lifecycle,
-    missing_executable
+    missing_executable,
+    clean_signal_state
 );
 
 /// `echo hello` prints exactly "hello".
@@ -123,5 +124,42 @@ fn missing_executable(c: &Containerd) {
         !c.containers().contains(&id),
         "ctr run --rm left container {id} after the failed start"
     );
+    assert_no_leaks(c, &[&id]);
+}
+
+/// The container's init and an exec start with no signal blocked or ignored: the shim blocks
+/// some, Rust ignores SIGPIPE, whatever started containerd may have ignored more, and the
+/// helper resets them all, those the C library keeps for itself (32-34) included.
+fn clean_signal_state(c: &Containerd) {
+    let id = c.new_id("sigs");
+    c.run_detached(&[], &id, &["sleep", "1000"]);
+    // The exec is grep itself, not a shell (which ignores some signals of its own).
+    for (exec_id, status) in [("init", "/proc/1/status"), ("self", "/proc/self/status")] {
+        let out = c.ctr_timeout(
+            &[
+                "task",
+                "exec",
+                "--exec-id",
+                exec_id,
+                &id,
+                "grep",
+                "-E",
+                "^Sig(Blk|Ign):",
+                status,
+            ],
+            secs(60),
+        );
+        assert!(out.success(), "exec failed:\n{out}");
+        let lines: Vec<_> = out.stdout.lines().collect();
+        assert_eq!(lines.len(), 2, "SigBlk and SigIgn of {status}:\n{out}");
+        for l in lines {
+            let mask = l.split_whitespace().nth(1).unwrap_or("?");
+            assert_eq!(
+                mask, "0000000000000000",
+                "{status}: a signal left blocked or ignored: {l}\n{out}"
+            );
+        }
+    }
+    c.kill_and_remove(&id);
     assert_no_leaks(c, &[&id]);
 }

@@ -371,6 +371,7 @@ fn finish(ch: &mut Channel, p: &ProcessPlan, init: Option<&Plan>) -> Result<(), 
     }
     let exe = process::lookup(&p.args[0], &process::env_path(&p.env))?;
     let prepared = process::prepare(p, &exe)?;
+    process::reset_signals();
     // Never under a seccomp filter loaded already (Msg::Ready).
     let movable = p.seccomp.is_none() || p.no_new_privileges;
     ch.send(&Msg::Ready { movable })

@@ -312,6 +312,46 @@ pub fn prepare(p: &ProcessPlan, path: &Path) -> R<Prepared> {
     })
 }
 
+/// Rust ignores SIGPIPE and the shim blocks signals: the user's program gets clean defaults.
+/// Done before Ready, not after Start: some 65 system calls off Start's path. Nothing of ours
+/// until the exec needs them otherwise: a signal that now ends the helper before Start (a kill
+/// of the created container) ends what would have been its program, as with runc.
+/// Every signal, 32-34 too: the C library keeps those for itself and refuses to touch them,
+/// so the kernel's call is made directly (an ignored one would stay ignored in the program).
+pub fn reset_signals() {
+    /// The kernel's struct sigaction (x86_64 and aarch64 layout); zeroed, it is SIG_DFL.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: u64,
+    }
+    let dfl = KernelSigaction {
+        handler: 0,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    // SAFETY: resetting dispositions and the mask of this single-threaded process.
+    unsafe {
+        for sig in 1..=64 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    &dfl as *const KernelSigaction,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    std::mem::size_of::<u64>(),
+                );
+            }
+        }
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
 /// The last steps before exec, and exec itself. Returns only on failure.
 pub fn exec(p: &ProcessPlan, prep: &Prepared, ch: &mut Channel) -> String {
     // SAFETY: umask never fails.
@@ -321,18 +361,6 @@ pub fn exec(p: &ProcessPlan, prep: &Prepared, ch: &mut Channel) -> String {
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
             return errno("prctl(PR_SET_NO_NEW_PRIVS)");
         }
-    }
-    // Rust ignores SIGPIPE and the shim blocks signals: the user's program gets clean defaults.
-    // SAFETY: resetting dispositions and the mask of this single-threaded process.
-    unsafe {
-        for sig in 1..libc::SIGRTMAX() {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::signal(sig, libc::SIG_DFL);
-            }
-        }
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     }
     let mut argv: Vec<*const libc::c_char> = prep.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
