@@ -29,6 +29,9 @@ pub struct CreateOpts<'a> {
     pub log: &'a dyn Fn(&str),
     /// runc's NoNewKeyring: keep the caller's session keyring instead of the container's own.
     pub no_new_keyring: bool,
+    /// The caller will want [`Container::oom_events`]: opened while the helper sets the
+    /// container up, when this thread only waits, rather than after it is ready.
+    pub oom_events: bool,
 }
 
 pub struct Container {
@@ -54,6 +57,8 @@ pub struct Container {
     devices: Vec<oci_spec::runtime::LinuxDeviceCgroup>,
     /// The session keyring its processes join (runc's "_ses.<id>"), unless NoNewKeyring.
     keyring: Option<String>,
+    /// [`Container::oom_events`] as opened during create, until taken.
+    oom_events: Option<Result<Option<OwnedFd>>>,
 }
 
 impl Container {
@@ -181,6 +186,12 @@ impl Container {
             // hooks (which may add to them), as runc writes them; the helper finishes its
             // set-up meanwhile.
             let mut devices_applied = false;
+            let mut oom_events = None;
+            let mut on_sent = || {
+                if opts.oom_events {
+                    oom_events = Some(cg.oom_events().map_err(RuntimeError::from));
+                }
+            };
             let mut on_devices = |_pid: i32| -> Result<()> {
                 if let Some(r) = &loaded.resources {
                     cg.apply_devices(r)?;
@@ -195,6 +206,7 @@ impl Container {
                 HandshakeEvents {
                     on_pid: &mut record_pid,
                     on_devices: Some(&mut on_devices),
+                    on_sent: &mut on_sent,
                     on_hooks: &mut runtime_hooks,
                     listener: listener.as_ref(),
                     id_maps: Some(&loaded.plan.id_maps),
@@ -210,10 +222,10 @@ impl Container {
                 .has_new_ns(libc::CLONE_NEWNS)
                 .then(|| hold_mount_ns(pid))
                 .flatten();
-            Ok((pid, cg, ch, console, mount_ns))
+            Ok((pid, cg, ch, console, mount_ns, oom_events))
         })();
         match res {
-            Ok((pid, cgroup, ch, console, mount_ns)) => Ok(Container {
+            Ok((pid, cgroup, ch, console, mount_ns, oom_events)) => Ok(Container {
                 id: opts.id.to_string(),
                 bundle: opts.bundle.to_path_buf(),
                 namespaces: loaded.plan.namespaces.iter().map(|n| n.flag).collect(),
@@ -234,6 +246,7 @@ impl Container {
                     .as_ref()
                     .and_then(|r| r.devices().clone())
                     .unwrap_or_default(),
+                oom_events,
             }),
             Err(e) => {
                 undo.run(opts.bundle);
@@ -319,8 +332,11 @@ impl Container {
 
     /// An fd readable after OOM activity in the container (see `cgroups/oom.rs`); `None`
     /// without a memory controller.
-    pub fn oom_events(&self) -> Result<Option<std::os::fd::OwnedFd>> {
-        Ok(self.cgroup.oom_events()?)
+    pub fn oom_events(&mut self) -> Result<Option<std::os::fd::OwnedFd>> {
+        match self.oom_events.take() {
+            Some(opened) => opened,
+            None => Ok(self.cgroup.oom_events()?),
+        }
     }
 
     /// The cgroup's counters now (Task.Stats).
@@ -373,6 +389,8 @@ struct HandshakeEvents<'a> {
     on_pid: &'a mut dyn FnMut(i32) -> Result<()>,
     /// The container's /dev is made (`Msg::Devices`); `None` for an exec.
     on_devices: Option<&'a mut dyn FnMut(i32) -> Result<()>>,
+    /// The helper has its plan and its pid is recorded: what this thread may do meanwhile.
+    on_sent: &'a mut dyn FnMut(),
     on_hooks: &'a mut dyn FnMut(i32) -> Result<()>,
     listener: Option<&'a Listener>,
     /// What to write when the helper has unshared its user namespace.
@@ -422,6 +440,7 @@ impl ExecContext {
             HandshakeEvents {
                 on_pid: &mut note,
                 on_devices: None,
+                on_sent: &mut || {},
                 on_hooks: &mut |_| Err(RuntimeError::Init("an exec asked for hooks".into())),
                 listener: listener.as_ref(),
                 id_maps: None,
@@ -543,6 +562,7 @@ fn handshake(
     let mut pid = spawning.pid()?;
     (ev.on_pid)(pid)?;
     sent.map_err(lost)?;
+    (ev.on_sent)();
     let mut console = None;
     loop {
         match ch.recv().map_err(lost)? {

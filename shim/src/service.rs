@@ -229,7 +229,7 @@ impl Service {
         }
     }
 
-    fn watch_oom_of(&self, id: &str, c: &Container) -> Option<u64> {
+    fn watch_oom_of(&self, id: &str, c: &mut Container) -> Option<u64> {
         let w = self.oom.as_ref()?;
         match c.oom_events() {
             Ok(Some(fd)) => w
@@ -515,6 +515,7 @@ impl Service {
                 stdio: fds,
                 log: &log_line,
                 no_new_keyring: opts.no_new_keyring,
+                oom_events: self.oom.is_some(),
             })
         };
         io.child = None;
@@ -538,7 +539,7 @@ impl Service {
             false,
         );
         let paths = [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()];
-        let oom_watch = self.watch_oom_of(&id, &container);
+        let oom_watch = self.watch_oom_of(&id, &mut container);
         let mut p = Proc {
             container: Some(container),
             bundle: req.bundle.clone(),
