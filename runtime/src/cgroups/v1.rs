@@ -116,9 +116,16 @@ impl Manager {
             // The parents nearly always exist (containerd's namespace, a pod's): the leaf
             // alone first, one mkdir where the walk below takes a mkdir and a stat per level,
             // nine hierarchies over. Should it fail (a parent missing), the walk makes the
-            // parents, or names the error. cpuset always walks: every level needs its cpus
-            // and mems filled in.
-            if !h.has("cpuset") && fs::mkdir(&h.leaf).is_ok() {
+            // parents, or names the error. In cpuset every level needs its cpus and mems
+            // filled in: a leaf made so takes them from its parent, unless that has none
+            // (made by someone who did not fill it in), which the walk then fills.
+            if h.has("cpuset") {
+                if let Some(parent) = h.leaf.parent() {
+                    if fs::mkdir(&h.leaf).is_ok() && inherit_cpuset(parent, &h.leaf)? {
+                        continue;
+                    }
+                }
+            } else if fs::mkdir(&h.leaf).is_ok() {
                 continue;
             }
             // check() proved the prefix.
@@ -564,15 +571,20 @@ pub(crate) fn check_pid(pid: i32) -> Result<()> {
 
 /// A new v1 cpuset starts with empty cpus/mems (unless clone_children is
 /// set), and adding a task to it then fails with ENOSPC: copy the parent's.
-fn inherit_cpuset(parent: &Path, dir: &Path) -> Result<()> {
+/// Fill in `dir`'s empty cpuset.cpus and cpuset.mems from `parent`'s; false (and nothing
+/// written) where a value is wanted and `parent` has none either.
+fn inherit_cpuset(parent: &Path, dir: &Path) -> Result<bool> {
     for file in ["cpuset.cpus", "cpuset.mems"] {
         let path = dir.join(file);
         if fs::read_file(&path)?.trim().is_empty() {
             let value = fs::read_file(&parent.join(file))?;
+            if value.trim().is_empty() {
+                return Ok(false);
+            }
             fs::write_file(&path, value.trim())?;
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 fn read_u64(path: &Path) -> Result<u64> {
@@ -690,6 +702,27 @@ mod tests {
         record::take();
         m.create().unwrap();
         assert!(writes(&fx).is_empty());
+    }
+
+    #[test]
+    fn a_leaf_under_a_filled_parent_takes_its_cpuset_alone() {
+        let fx = Fixture::v1(&["cpuset"]);
+        fx.put("cpuset/cpuset.cpus", "0-3\n");
+        fx.put("cpuset/cpuset.mems", "0\n");
+        fx.knobs("cpuset/a", &["cpuset.cpus", "cpuset.mems"]);
+        fx.put("cpuset/a/cpuset.cpus", "1\n");
+        fx.put("cpuset/a/cpuset.mems", "0\n");
+        fx.knobs("cpuset/a/b", &["cpuset.cpus", "cpuset.mems"]);
+        record::take();
+        mgr(&fx, "/a/b").create().unwrap();
+        assert_eq!(
+            writes(&fx),
+            vec![
+                w("cpuset/a/b/cpuset.cpus", "1"),
+                w("cpuset/a/b/cpuset.mems", "0")
+            ],
+            "only the leaf is written, from its parent"
+        );
     }
 
     #[test]
