@@ -192,11 +192,18 @@ impl Container {
                     oom_events = Some(cg.oom_events().map_err(RuntimeError::from));
                 }
             };
-            let mut on_devices = |_pid: i32| -> Result<()> {
+            // The init's mount namespace is held from here too, rather than after Ready: the
+            // helper made it before its mounts, and goes on with its set-up meanwhile.
+            let mut mount_ns = None;
+            let new_mount_ns = loaded.plan.has_new_ns(libc::CLONE_NEWNS);
+            let mut on_devices = |pid: i32| -> Result<()> {
                 if let Some(r) = &loaded.resources {
                     cg.apply_devices(r)?;
                 }
                 devices_applied = true;
+                if new_mount_ns {
+                    mount_ns = hold_mount_ns(pid);
+                }
                 Ok(())
             };
             let (pid, ch, console) = handshake(
@@ -217,11 +224,6 @@ impl Container {
                     "init was ready without reporting /dev made".into(),
                 ));
             }
-            let mount_ns = loaded
-                .plan
-                .has_new_ns(libc::CLONE_NEWNS)
-                .then(|| hold_mount_ns(pid))
-                .flatten();
             Ok((pid, cg, ch, console, mount_ns, oom_events))
         })();
         match res {
