@@ -119,13 +119,11 @@ impl Manager {
             // parents, or names the error. In cpuset every level needs its cpus and mems
             // filled in: a leaf made so takes them from its parent, unless that has none
             // (made by someone who did not fill it in), which the walk then fills.
-            if h.has("cpuset") {
-                if let Some(parent) = h.leaf.parent() {
-                    if fs::mkdir(&h.leaf).is_ok() && inherit_cpuset(parent, &h.leaf)? {
-                        continue;
-                    }
-                }
-            } else if fs::mkdir(&h.leaf).is_ok() {
+            let filled = |leaf: &Path| match leaf.parent() {
+                Some(parent) => inherit_cpuset(parent, leaf),
+                None => Ok(false),
+            };
+            if fs::mkdir(&h.leaf).is_ok() && (!h.has("cpuset") || filled(&h.leaf)?) {
                 continue;
             }
             // check() proved the prefix.
