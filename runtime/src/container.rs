@@ -58,7 +58,7 @@ pub struct Container {
     /// The session keyring its processes join (runc's "_ses.<id>"), unless NoNewKeyring.
     keyring: Option<String>,
     /// [`Container::oom_events`] as opened during create, until taken.
-    oom_events: Option<Result<Option<OwnedFd>>>,
+    oom_events: Option<OwnedFd>,
 }
 
 impl Container {
@@ -188,8 +188,9 @@ impl Container {
             let mut devices_applied = false;
             let mut oom_events = None;
             let mut on_sent = || {
+                // What fails here is tried again, and reported, by the caller's own call.
                 if opts.oom_events {
-                    oom_events = Some(cg.oom_events().map_err(RuntimeError::from));
+                    oom_events = cg.oom_events().ok().flatten();
                 }
             };
             // The init's mount namespace is held from here too, rather than after Ready: the
@@ -336,7 +337,7 @@ impl Container {
     /// without a memory controller.
     pub fn oom_events(&mut self) -> Result<Option<std::os::fd::OwnedFd>> {
         match self.oom_events.take() {
-            Some(opened) => opened,
+            Some(opened) => Ok(Some(opened)),
             None => Ok(self.cgroup.oom_events()?),
         }
     }

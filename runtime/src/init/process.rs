@@ -316,6 +316,7 @@ pub fn prepare(p: &ProcessPlan, path: &Path) -> R<Prepared> {
 /// Done before Ready, not after Start: some 65 system calls off Start's path. Nothing of ours
 /// until the exec needs them otherwise: a signal that now ends the helper before Start (a kill
 /// of the created container) ends what would have been its program, as with runc.
+///
 /// Every signal, 32-34 too: the C library keeps those for itself and refuses to touch them,
 /// so the kernel's call is made directly (an ignored one would stay ignored in the program).
 pub fn reset_signals() {
