@@ -13,6 +13,7 @@ use crate::channel::{Channel, Msg};
 use crate::console::Console;
 use crate::error::{io, Result, RuntimeError};
 use crate::hooks::{self, Hook, StateBase};
+use crate::ns_hold::{self, Release};
 use crate::rootfs_mount::{self, RootfsMount};
 use crate::spec::{self, CgroupBind, ExecPlan, ProcessPlan};
 use crate::state::{self, State};
@@ -48,6 +49,10 @@ pub struct Container {
     rootfs_mount: Option<PathBuf>,
     /// The init's mount namespace, held until the init exits ([`Container::exited`]).
     mount_ns: Option<OwnedFd>,
+    /// The init's network namespace when it made one, held past its exit (`ns_hold.rs`).
+    net_ns: Option<OwnedFd>,
+    /// Ends the hold on the network namespace once the init has exited.
+    net_release: Release,
     console: Option<Console>,
     seccomp: Option<crate::seccomp::SeccompProgram>,
     poststart: Vec<Hook>,
@@ -193,17 +198,23 @@ impl Container {
                     oom_events = cg.oom_events().ok().flatten();
                 }
             };
-            // The init's mount namespace is held from here too, rather than after Ready: the
-            // helper made it before its mounts, and goes on with its set-up meanwhile.
+            // The init's namespaces are held from here too, rather than after Ready: the
+            // helper made them before its mounts, and goes on with its set-up meanwhile.
             let mut mount_ns = None;
+            let mut net_ns = None;
             let new_mount_ns = loaded.plan.has_new_ns(libc::CLONE_NEWNS);
+            // One joined by path lives on without the container: nothing to gain by a hold.
+            let new_net_ns = loaded.plan.has_new_ns(libc::CLONE_NEWNET);
             let mut on_devices = |pid: i32| -> Result<()> {
                 if let Some(r) = &loaded.resources {
                     cg.apply_devices(r)?;
                 }
                 devices_applied = true;
                 if new_mount_ns {
-                    mount_ns = hold_mount_ns(pid);
+                    mount_ns = ns_hold::open(pid, "mnt");
+                }
+                if new_net_ns {
+                    net_ns = ns_hold::open(pid, "net");
                 }
                 Ok(())
             };
@@ -225,10 +236,10 @@ impl Container {
                     "init was ready without reporting /dev made".into(),
                 ));
             }
-            Ok((pid, cg, ch, console, mount_ns, oom_events))
+            Ok((pid, cg, ch, console, [mount_ns, net_ns], oom_events))
         })();
         match res {
-            Ok((pid, cgroup, ch, console, mount_ns, oom_events)) => Ok(Container {
+            Ok((pid, cgroup, ch, console, [mount_ns, net_ns], oom_events)) => Ok(Container {
                 id: opts.id.to_string(),
                 bundle: opts.bundle.to_path_buf(),
                 namespaces: loaded.plan.namespaces.iter().map(|n| n.flag).collect(),
@@ -238,6 +249,8 @@ impl Container {
                 channel: Some(ch),
                 rootfs_mount: undo.rootfs.take(),
                 mount_ns,
+                net_ns,
+                net_release: Release::default(),
                 console,
                 seccomp: loaded.plan.process.seccomp.clone(),
                 poststart: loaded.hooks.poststart.clone(),
@@ -352,19 +365,27 @@ impl Container {
     }
 
     /// The init has exited with `status`: record it on disk, so `delete` after a shim crash
-    /// reports it, and hand back its mount namespace for [`Exited::finish`] to let go once the
-    /// caller let go of its lock. Recording is one small write, done here so that a Delete
-    /// that follows at once finds it made and removes it.
+    /// reports it, and hand back its namespaces for [`Exited::finish`] to let go once the
+    /// caller let go of its lock (the network one at the [`Release`] that [`Container::delete`]
+    /// returns). Recording is one small write, done here so that a Delete that follows at
+    /// once finds it made and removes it.
     pub fn exited(&mut self, status: i32) -> Exited {
         state::record_exit(&self.bundle, status);
+        let net = self.net_ns.take().map(|ns| {
+            let (lingering, release) = ns_hold::net_hold(ns);
+            self.net_release = release;
+            lingering
+        });
         Exited {
             mount_ns: self.mount_ns.take(),
+            net,
         }
     }
 
     /// Remove what create made. The init must have exited (the caller reaps it); anything
-    /// still in the cgroup is killed first.
-    pub fn delete(mut self) -> Result<()> {
+    /// still in the cgroup is killed first. The network namespace goes when the returned
+    /// [`Release`] drops: once the caller has answered (`ns_hold.rs`).
+    pub fn delete(mut self) -> Result<Release> {
         self.channel = None;
         // The kernel ended every process of a pid namespace before its init's exit was
         // reaped, so its cgroup is empty: no need to list the tree for stragglers (a read of
@@ -382,7 +403,11 @@ impl Container {
             let state = self.hook_state.json("stopped", self.pid);
             hooks::run_logged("poststop", &self.poststop, &state);
         }
-        Ok(())
+        // Where the exit was not handed to `exited` the namespace is still ours: it goes with
+        // the release all the same.
+        let mut release = std::mem::take(&mut self.net_release);
+        release.hold(self.net_ns.take());
+        Ok(release)
     }
 }
 
@@ -464,16 +489,6 @@ impl ExecContext {
             }
         }
     }
-}
-
-/// A reference to `pid`'s mount namespace (see [`Container::exited`]); `None` where it
-/// cannot be opened, which only costs the exit its teardown.
-fn hold_mount_ns(pid: i32) -> Option<OwnedFd> {
-    let path = format!("/proc/{pid}/ns/mnt");
-    std::fs::File::open(&path)
-        .map_err(|e| log::debug!("open {path}: {e}"))
-        .ok()
-        .map(OwnedFd::from)
 }
 
 /// runc's name for a container's session keyring, which its execs join too.
@@ -755,24 +770,15 @@ impl Undo {
 /// A container's init has exited ([`Container::exited`]).
 pub struct Exited {
     mount_ns: Option<OwnedFd>,
+    net: Option<ns_hold::Lingering>,
 }
 
 impl Exited {
-    /// Let the init's mount namespace go, off the caller's path. The last reference to a mount
-    /// namespace tears it down, and that waits for an expedited RCU grace period (0.1-1 ms on
-    /// a VM, more with more mounts) before its mounts are freed; held by the init alone, that
-    /// wait sat in its exit, before its parent heard of it. A thread of its own takes it now,
-    /// beside the report of the exit. Done at once, so the container's filesystems (volumes
-    /// among them) are not kept mounted after it stopped.
+    /// Let the init's namespaces go, off the caller's path (`ns_hold.rs`): the mount namespace
+    /// now, on a thread of its own beside the report of the exit, the network namespace at its
+    /// release.
     pub fn finish(self) {
-        if let Some(ns) = self.mount_ns {
-            // Where no thread can start, the closure, and the fd, are dropped right here.
-            let _ = std::thread::Builder::new()
-                .name("unmount".into())
-                // It only closes an fd: not the 2 MiB stack (and its munmap) of a default thread.
-                .stack_size(64 << 10)
-                .spawn(move || drop(ns));
-        }
+        ns_hold::let_go(self.mount_ns, self.net, ns_hold::NET_LINGER);
     }
 }
 

@@ -261,12 +261,14 @@ fn dispatch(svc: &Arc<Service>, workers: &Arc<Workers>, call: Call, reply: Reply
     }
     if !may_take_long(&call.method) {
         reply.send(run_call(svc, call));
+        let_go_of_kept();
         return;
     }
     let s = svc.clone();
     let job = move |done: &Replied| {
         let held = s.hold_events();
         reply.send(run_call(&s, call));
+        let_go_of_kept();
         // Before the held events wake their publisher, which then often runs on this core
         // first: a call arriving meanwhile (containerd sends Start the moment Create
         // answers) is left to this thread, not to a new one started on the loop's core.
@@ -277,6 +279,24 @@ fn dispatch(svc: &Arc<Service>, workers: &Arc<Workers>, call: Call, reply: Reply
         log::warn!("no thread for a call: running it on the loop");
         job(&Replied::default());
     }
+}
+
+thread_local! {
+    /// What the call this thread runs keeps until it has answered ([`keep_until_answered`]).
+    static KEPT: std::cell::RefCell<Vec<Box<dyn std::any::Any>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Keep `x` until the call now running on this thread has sent its reply, and drop it then:
+/// for what only lets the kernel start work that needs no waiting for (a Delete's network
+/// namespace, `ns_hold.rs`), which would otherwise compete with the reply for the cores.
+pub fn keep_until_answered(x: impl std::any::Any) {
+    KEPT.with(|k| k.borrow_mut().push(Box::new(x)));
+}
+
+fn let_go_of_kept() {
+    let kept = KEPT.with(|k| std::mem::take(&mut *k.borrow_mut()));
+    drop(kept);
 }
 
 /// A call to run to its end, its reply included.

@@ -760,7 +760,8 @@ impl Service {
         p.init.io.wait_output(OUTPUT_DRAIN);
         p.init.io.stop_logger();
         if let Some(c) = p.container.take() {
-            c.delete().map_err(|e| runtime_err("delete", e))?;
+            let release = c.delete().map_err(|e| runtime_err("delete", e))?;
+            crate::server::keep_until_answered(release);
         }
         self.events.delete(&req.id, p.init.pid as u32, code, &at);
         log::info!("container {}: deleted", req.id);
