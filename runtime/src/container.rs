@@ -53,6 +53,8 @@ pub struct Container {
     net_ns: Option<OwnedFd>,
     /// Ends the hold on the network namespace once the init has exited.
     net_release: Release,
+    /// Once the init has exited: when its mount namespace, let go then, is gone.
+    mount_gone: Option<ns_hold::Gone>,
     console: Option<Console>,
     seccomp: Option<crate::seccomp::SeccompProgram>,
     poststart: Vec<Hook>,
@@ -251,6 +253,7 @@ impl Container {
                 mount_ns,
                 net_ns,
                 net_release: Release::default(),
+                mount_gone: None,
                 console,
                 seccomp: loaded.plan.process.seccomp.clone(),
                 poststart: loaded.hooks.poststart.clone(),
@@ -376,10 +379,12 @@ impl Container {
             self.net_release = release;
             lingering
         });
-        Exited {
-            mount_ns: self.mount_ns.take(),
-            net,
-        }
+        let mount = self.mount_ns.take().map(|ns| {
+            let (unmounting, gone) = ns_hold::mount_hold(ns);
+            self.mount_gone = Some(gone);
+            unmounting
+        });
+        Exited { mount, net }
     }
 
     /// Remove what create made. The init must have exited (the caller reaps it); anything
@@ -399,6 +404,18 @@ impl Container {
             rootfs_mount::unmount(r)?;
         }
         state::remove(&self.bundle);
+        // The container's mounts go before Delete answers, as they do with runc, whose init
+        // takes its mount namespace along: containerd unmounts the rootfs next, and a
+        // snapshotter on block devices (devmapper) removes the device, busy while mounted.
+        // The teardown is usually done by now (it started at the exit).
+        if let Some(gone) = self.mount_gone.take() {
+            if !gone.wait(MOUNT_TEARDOWN_LIMIT) {
+                log::warn!(
+                    "container {}: its mount namespace is not gone {MOUNT_TEARDOWN_LIMIT:?} after the exit's teardown began",
+                    self.id
+                );
+            }
+        }
         if !self.poststop.is_empty() {
             let state = self.hook_state.json("stopped", self.pid);
             hooks::run_logged("poststop", &self.poststop, &state);
@@ -767,9 +784,12 @@ impl Undo {
     }
 }
 
+/// How long a Delete waits for the teardown of the init's mount namespace before it goes on.
+const MOUNT_TEARDOWN_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A container's init has exited ([`Container::exited`]).
 pub struct Exited {
-    mount_ns: Option<OwnedFd>,
+    mount: Option<ns_hold::Unmounting>,
     net: Option<ns_hold::Lingering>,
 }
 
@@ -778,7 +798,7 @@ impl Exited {
     /// now, on a thread of its own beside the report of the exit, the network namespace at its
     /// release.
     pub fn finish(self) {
-        ns_hold::let_go(self.mount_ns, self.net, ns_hold::NET_LINGER);
+        ns_hold::let_go(self.mount, self.net, ns_hold::NET_LINGER);
     }
 }
 

@@ -32,6 +32,33 @@ pub fn open(pid: i32, kind: &str) -> Option<OwnedFd> {
         .map(OwnedFd::from)
 }
 
+/// A held mount namespace at the init's exit, and what tells when it is gone.
+pub fn mount_hold(ns: OwnedFd) -> (Unmounting, Gone) {
+    let (tx, rx) = channel();
+    (Unmounting { ns, done: tx }, Gone(rx))
+}
+
+/// A mount namespace to let go at once.
+pub struct Unmounting {
+    ns: OwnedFd,
+    /// Dropped once the namespace is.
+    done: Sender<()>,
+}
+
+/// Tells when a mount namespace let go by [`let_go`] is gone, its mounts released.
+pub struct Gone(Receiver<()>);
+
+impl Gone {
+    /// Wait up to `limit` for the namespace to be gone; false if it was not by then.
+    pub fn wait(self, limit: Duration) -> bool {
+        // A message never comes: the sender's drop (Disconnected) is the news.
+        matches!(
+            self.0.recv_timeout(limit),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+        )
+    }
+}
+
 /// A held network namespace at the init's exit, and the end of its hold: dropping the
 /// [`Release`] (or [`NET_LINGER`] passing) lets it go.
 pub fn net_hold(ns: OwnedFd) -> (Lingering, Release) {
@@ -71,14 +98,20 @@ impl Release {
     }
 }
 
-/// Let `mount_ns` go now and `net` at its release or after `linger`, on a thread of their
-/// own; where no thread can start, both go here.
-pub fn let_go(mount_ns: Option<OwnedFd>, net: Option<Lingering>, linger: Duration) {
-    if mount_ns.is_none() && net.is_none() {
+/// Let `mount` go now and `net` at its release or after `linger`, on a thread of their own;
+/// where no thread can start, both go here.
+pub fn let_go(mount: Option<Unmounting>, net: Option<Lingering>, linger: Duration) {
+    if mount.is_none() && net.is_none() {
         return;
     }
     let held = move || {
-        drop(mount_ns);
+        if let Some(m) = mount {
+            // The close returns once the kernel's teardown is done: the last reference to the
+            // namespace unmounts its tree, waits out a grace period, and releases the mounts
+            // (their superblocks through task work, run as the close returns).
+            drop(m.ns);
+            drop(m.done);
+        }
         if let Some(n) = net {
             // A message never comes: the sender's drop (Disconnected) is the release.
             let _ = n.until.recv_timeout(linger);
@@ -120,10 +153,15 @@ mod tests {
     fn the_network_namespace_goes_when_its_release_drops() {
         let (mnt_r, mnt_w) = pipe();
         let (net_r, net_w) = pipe();
+        let (unmounting, gone) = mount_hold(mnt_w);
         let (lingering, release) = net_hold(net_w);
-        let_go(Some(mnt_w), Some(lingering), Duration::from_secs(30));
+        let_go(Some(unmounting), Some(lingering), Duration::from_secs(30));
         assert!(
-            closed_within(&mnt_r, 5_000),
+            gone.wait(Duration::from_secs(5)),
+            "told when the mount namespace is gone"
+        );
+        assert!(
+            closed_within(&mnt_r, 0),
             "the mount namespace is let go at once"
         );
         assert!(
@@ -149,5 +187,28 @@ mod tests {
             "held for its linger"
         );
         drop(release);
+    }
+
+    #[test]
+    fn gone_waits_for_the_mount_namespace() {
+        let (mnt_r, mnt_w) = pipe();
+        let (unmounting, gone) = mount_hold(mnt_w);
+        let (net_r, net_w) = pipe();
+        let (lingering, release) = net_hold(net_w);
+        // Let go only later: until then no news, and the fd stays open.
+        let held = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            let_go(Some(unmounting), Some(lingering), Duration::from_secs(30));
+        });
+        let started = Instant::now();
+        assert!(gone.wait(Duration::from_secs(10)), "the namespace went");
+        assert!(
+            started.elapsed() >= Duration::from_millis(250),
+            "told only once it was let go"
+        );
+        assert!(closed_within(&mnt_r, 0), "gone means closed");
+        held.join().expect("the thread letting go");
+        drop(release);
+        assert!(closed_within(&net_r, 5_000));
     }
 }

@@ -319,7 +319,7 @@ fn bad_config(c: &Containerd) {
 /// The shim holds a running container's mount namespace, so that the kernel's tear-down of it
 /// (an RCU grace period) is not part of the init's exit; once the init exited, and before any
 /// Delete, nothing holds it any more: the container's filesystems (its volumes) are not kept
-/// mounted behind a stopped task.
+/// mounted behind a stopped task, nor once a Delete has answered.
 fn mounts_let_go_at_exit(c: &Containerd) {
     let id = c.new_id("mntgo");
     let pid = c.run_detached(&[], &id, &["sleep", "1000"]);
@@ -345,7 +345,23 @@ fn mounts_let_go_at_exit(c: &Containerd) {
     );
     c.ctr(&["task", "delete", &id]).assert_ok();
     c.ctr(&["containers", "rm", &id]).assert_ok();
-    assert_no_leaks(c, &[&id]);
+    // Killed and deleted in one go (`delete --force`), the exit and the Delete come together:
+    // when the Delete answers, the teardown begun at the exit is done (containerd unmounts
+    // the rootfs next, and a block-device snapshotter removes the device then).
+    let id2 = c.new_id("mntgo2");
+    let pid2 = c.run_detached(&[], &id2, &["sleep", "1000"]);
+    let ns2 = std::fs::read_link(format!("/proc/{pid2}/ns/mnt"))
+        .expect("the init's mount namespace")
+        .to_string_lossy()
+        .into_owned();
+    c.ctr(&["task", "delete", "--force", &id2]).assert_ok();
+    let holders = procs::ns_holders(&ns2);
+    assert!(
+        holders.is_empty(),
+        "{ns2} is still held by {holders:?} when the Delete has answered"
+    );
+    c.ctr(&["containers", "rm", &id2]).assert_ok();
+    assert_no_leaks(c, &[&id, &id2]);
 }
 
 /// The shim holds a container's own network namespace too, and past its init's exit, so that
