@@ -46,6 +46,9 @@ pub enum Msg {
     /// The helper unshared its user namespace: the runtime writes its uid/gid maps.
     IdMaps,
     Continue,
+    /// The container's cgroup is made (a plan's `cgroup_late`): its `tasks` files, opened,
+    /// ride with this frame.
+    Cgroups,
     /// A seccomp user-notification fd rides with this frame, for the spec's listenerPath.
     SeccompListener,
     /// Set up; `movable`: the helper can add a core back to its affinity after Start, so the

@@ -73,7 +73,20 @@ impl Container {
     /// On failure nothing is left behind (helper killed, cgroup removed, rootfs unmounted,
     /// state file removed) and the first real cause is returned.
     pub fn create(opts: CreateOpts<'_>) -> Result<Container> {
-        let mut loaded = spec::load(opts.bundle)?;
+        let data = spec::read(opts.bundle)?;
+        // On v1 the helper is asked for first, on the namespaces alone: its clone3 (the new
+        // namespaces) overlaps the parse and check of the rest of config.json, reading the
+        // host's cgroup layout, the state save and the plan, sent once they are done, and
+        // the cgroup's creation, which it joins once it needs it (`Plan::cgroup_late`), or
+        // first thing. On v2 it is cloned straight into the cgroup, which must exist by
+        // then. Until it has its plan it does nothing: dropped, it reads EOF and exits.
+        let mut early = match spec::early_clone_flags(&data) {
+            Some(flags) if !crate::cgroups::unified_root() => {
+                Some((flags, request_helper(flags, None, opts.stdio)?))
+            }
+            _ => None,
+        };
+        let mut loaded = spec::parse(opts.bundle, &data)?;
         loaded.plan.hook_state.id = opts.id.to_string();
         if !opts.no_new_keyring {
             loaded.plan.process.session_keyring = Some(session_keyring(opts.id));
@@ -92,36 +105,13 @@ impl Container {
             ));
         }
         let res = (|| {
-            // With a user namespace the helper makes every namespace itself, after the user
-            // namespace, so that one owns them (userns.rs).
-            let userns = loaded.plan.has_ns(libc::CLONE_NEWUSER);
-            let flags = loaded
-                .plan
-                .namespaces
-                .iter()
-                .filter(|n| {
-                    // Made by the helper itself: cgroup once it is in its cgroup, time once the
-                    // offsets are set, mount once it left its throwaway one (spawn.rs).
-                    !userns
-                        && n.path.is_none()
-                        && ![
-                            libc::CLONE_NEWCGROUP,
-                            libc::CLONE_NEWTIME,
-                            libc::CLONE_NEWNS,
-                        ]
-                        .contains(&n.flag)
-                })
-                .fold(0, |f, n| f | n.flag);
-            // On v1 the helper is asked for first: its clone3 (the new namespaces) overlaps
-            // reading the host's cgroup layout, the state save, the rootfs mount and the
-            // cgroup's creation, and its plan, sent once they are done, moves it in first
-            // thing. On v2 it is cloned straight into the cgroup, which must exist by then.
-            // Until it has its plan it does nothing: dropped, it reads EOF and exits.
-            let mut early = if crate::cgroups::unified_root() {
-                None
-            } else {
-                Some(request_helper(flags, None, opts.stdio)?)
-            };
+            let flags = loaded.plan.clone_flags();
+            // The same file parsed twice agrees with itself; should it not, the helper asked
+            // for is not the one this plan wants.
+            let mut early = early
+                .take()
+                .filter(|(f, _)| *f == flags)
+                .map(|(_, helper)| helper);
             let cg = Manager::new(loaded.cgroups_path.as_deref(), opts.id)?;
             if cg.is_v2() {
                 // The root's statfs said v1 but mountinfo says v2: this one must be cloned
@@ -138,6 +128,11 @@ impl Container {
                 undo.rootfs = Some(target);
             }
             undo.cgroup = Some(Manager::from_state(&cg.state()));
+            // The helper, asked for already, starts on its mounts while this thread makes the
+            // cgroup (nine mkdirs on v1, the longer half of Create's start), where its plan
+            // allows: nothing in it forks or looks at its cgroup before its cgroup mount.
+            let late = early.is_some() && cgroup_may_come_late(&loaded);
+            loaded.plan.cgroup_late = late;
             // Saved as soon as the pid is known, while the helper sets the container up (the
             // shim only waits then), not after it: a save is a write and a rename. Should the
             // shim die before Ready, the helper reads EOF and exits; `delete` finds the pid
@@ -149,16 +144,23 @@ impl Container {
                 st.pid_start = state::pid_start(pid).unwrap_or(0);
                 state::save(bundle, &st)
             };
-            cg.create()?;
-            if let Some(r) = &loaded.resources {
-                cg.apply_before_setup(r)?;
-            }
-            let maps = &loaded.plan.id_maps;
-            if let (Some(uid), Some(gid)) = (
-                crate::userns::to_host(&maps.uid, 0),
-                crate::userns::to_host(&maps.gid, 0),
-            ) {
-                cg.delegate(uid, gid)?;
+            let resources = &loaded.resources;
+            let owner = (
+                crate::userns::to_host(&loaded.plan.id_maps.uid, 0),
+                crate::userns::to_host(&loaded.plan.id_maps.gid, 0),
+            );
+            let make_cgroup = || -> Result<()> {
+                cg.create()?;
+                if let Some(r) = resources {
+                    cg.apply_before_setup(r)?;
+                }
+                if let (Some(uid), Some(gid)) = owner {
+                    cg.delegate(uid, gid)?;
+                }
+                Ok(())
+            };
+            if !late {
+                make_cgroup()?;
             }
             loaded.plan.cgroup_v2 = cg.is_v2();
             loaded.plan.process.cgroup_join = cg.self_join_files()?;
@@ -231,6 +233,7 @@ impl Container {
                     on_hooks: &mut runtime_hooks,
                     listener: listener.as_ref(),
                     id_maps: Some(&loaded.plan.id_maps),
+                    late_cgroup: late.then_some(&make_cgroup as &dyn Fn() -> Result<()>),
                 },
             )?;
             if !devices_applied {
@@ -440,6 +443,9 @@ struct HandshakeEvents<'a> {
     listener: Option<&'a Listener>,
     /// What to write when the helper has unshared its user namespace.
     id_maps: Option<&'a crate::userns::IdMaps>,
+    /// Makes the cgroup once the plan is sent (a plan's `cgroup_late`); its `tasks` files
+    /// follow as `Msg::Cgroups`.
+    late_cgroup: Option<&'a dyn Fn() -> Result<()>>,
 }
 
 /// A running container as its execs see it ([`Container::exec_context`]).
@@ -489,6 +495,7 @@ impl ExecContext {
                 on_hooks: &mut |_| Err(RuntimeError::Init("an exec asked for hooks".into())),
                 listener: listener.as_ref(),
                 id_maps: None,
+                late_cgroup: None,
             },
         );
         match res {
@@ -506,6 +513,27 @@ impl ExecContext {
             }
         }
     }
+}
+
+/// Whether the helper may start on its mounts before its cgroup is made (`Plan::cgroup_late`):
+/// nothing it does before its cgroup mount may depend on the cgroup. Not with a user namespace
+/// (the cgroup is delegated to its root first), a pid namespace joined by path (the helper
+/// forks into it, and the child must be born in the cgroup), a cgroup or time namespace (made
+/// from, or entered by, the cgroup we are in), or hooks (they see the helper's pid, and may
+/// look at its cgroup).
+fn cgroup_may_come_late(loaded: &spec::Loaded) -> bool {
+    let plan = &loaded.plan;
+    !plan.has_ns(libc::CLONE_NEWUSER)
+        && !plan
+            .namespaces
+            .iter()
+            .any(|n| n.flag == libc::CLONE_NEWPID && n.path.is_some())
+        && !plan.has_ns(libc::CLONE_NEWCGROUP)
+        && !plan.has_ns(libc::CLONE_NEWTIME)
+        && !plan.runtime_hooks
+        && plan.create_container.is_empty()
+        && loaded.hooks.prestart.is_empty()
+        && loaded.hooks.create_runtime.is_empty()
 }
 
 /// runc's name for a container's session keyring, which its execs join too.
@@ -587,16 +615,32 @@ fn handshake(
     // cloned yet, reads it. On v2 the helper was cloned into its cgroup; on v1 it moves itself
     // in (the plan's cgroup_join, cgroups::join_self) before anything else. Should the clone
     // have failed, its error is the one to report, not this send's.
-    let sent = match open_join_files(&plan) {
+    let send_with_files = |ch: &mut Channel, msg: &Msg| match open_join_files(&plan) {
         Some(files) => {
             let fds: Vec<_> = files.iter().map(AsFd::as_fd).collect();
-            ch.send_fds(&plan, &fds)
+            ch.send_fds(msg, &fds)
         }
-        None => ch.send(&plan),
+        None => ch.send(msg),
     };
+    let sent = match ev.late_cgroup {
+        Some(_) => ch.send(&plan),
+        None => send_with_files(&mut ch, &plan),
+    };
+    // Made while the zygote's clone3 runs, before its pid is read: the helper needs it only
+    // at its cgroup mount. Its error goes to the helper once it is known and recorded.
+    let made = ev.late_cgroup.map(|make| {
+        make().inspect(|()| {
+            // Should the helper have failed meanwhile, its error is a frame to come.
+            let _ = send_with_files(&mut ch, &Msg::Cgroups);
+        })
+    });
     let mut pid = spawning.pid()?;
     (ev.on_pid)(pid)?;
     sent.map_err(lost)?;
+    if let Some(Err(e)) = made {
+        let _ = ch.send(&Msg::Error(e.to_string()));
+        return Err(e);
+    }
     (ev.on_sent)();
     let mut console = None;
     loop {
@@ -872,5 +916,45 @@ mod tests {
         state::save(&dir, &st).unwrap();
         assert_eq!(cleanup(&dir).unwrap(), (0, Some(5)));
         std::fs::remove_dir(&dir).unwrap();
+    }
+
+    /// The cgroup comes late (the helper starts on its mounts meanwhile) only where nothing the
+    /// helper does before its cgroup mount depends on it.
+    #[test]
+    fn a_cgroup_comes_late_only_to_a_plan_that_does_not_need_it_early() {
+        use serde_json::json;
+        let late = |edit: &dyn Fn(&mut serde_json::Value)| {
+            let mut v = crate::spec::tests_base();
+            edit(&mut v);
+            let data = serde_json::to_vec(&v).unwrap();
+            cgroup_may_come_late(&spec::parse(Path::new("/b"), &data).unwrap())
+        };
+        assert!(late(&|_| {}), "a plain spec");
+        let hook = json!([{"path": "/bin/true"}]);
+        for kind in ["prestart", "createRuntime", "createContainer"] {
+            assert!(
+                !late(&|v| v["hooks"][kind] = hook.clone()),
+                "{kind} hooks see the helper's cgroup"
+            );
+        }
+        assert!(
+            late(&|v| v["hooks"]["poststart"] = hook.clone()),
+            "poststart hooks run after Start"
+        );
+        let ns = |extra: serde_json::Value| {
+            move |v: &mut serde_json::Value| {
+                v["linux"]["namespaces"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(extra.clone())
+            }
+        };
+        assert!(!late(&ns(json!({"type": "cgroup"}))), "a cgroup namespace");
+        assert!(!late(&ns(json!({"type": "time"}))), "a time namespace");
+        assert!(
+            !late(&|v| v["linux"]["namespaces"][0] =
+                json!({"type": "pid", "path": "/proc/self/ns/pid"})),
+            "a pid namespace joined: the helper forks into it"
+        );
     }
 }

@@ -150,8 +150,13 @@ fn enter_user_namespace(ch: &mut Channel, join: Option<(OwnedFd, String)>) -> Re
 fn run_init(ch: &mut Channel, plan: &Plan, tasks: Vec<OwnedFd>) -> Result<(), String> {
     let p = &plan.process;
     // First: before any fork (a pid namespace joined, a user namespace) and before the cgroup
-    // namespace is made, whose root is the cgroup we are in then.
-    join_cgroup(p, tasks)?;
+    // namespace is made, whose root is the cgroup we are in then. A plan without those (and
+    // without hooks, which look at our cgroup) lets the runtime make the cgroup meanwhile: we
+    // join it once our mounts need it (`join_late`).
+    let mut late = plan.cgroup_late;
+    if !late {
+        join_cgroup(p, tasks)?;
+    }
     // Before any user namespace: raising a hard limit or lowering oom_score_adj takes the
     // host's privileges.
     process::raise_hard_limits(p)?;
@@ -249,7 +254,10 @@ fn run_init(ch: &mut Channel, plan: &Plan, tasks: Vec<OwnedFd>) -> Result<(), St
         }
     }
     let mut devices_pending = false;
-    rootfs::setup(plan, &sources, &mut || {
+    rootfs::setup(plan, &sources, &mut |step| {
+        if step == rootfs::Step::Cgroups {
+            return join_late(ch, p, &mut late);
+        }
         ch.send(&Msg::Devices)
             .map_err(|e| format!("report /dev made: {e}"))?;
         if plan.runtime_hooks || !plan.create_container.is_empty() {
@@ -276,6 +284,19 @@ fn run_init(ch: &mut Channel, plan: &Plan, tasks: Vec<OwnedFd>) -> Result<(), St
         await_continue(ch, "device rules")?;
     }
     finish(ch, p, Some(plan))
+}
+
+/// Join the cgroup the runtime made while we started on our mounts (a plan's `cgroup_late`),
+/// once its `tasks` files come; nothing once `pending` is false.
+fn join_late(ch: &mut Channel, p: &ProcessPlan, pending: &mut bool) -> Result<(), String> {
+    if !std::mem::take(pending) {
+        return Ok(());
+    }
+    match ch.recv() {
+        Ok(Some(Msg::Cgroups)) => join_cgroup(p, ch.take_fds()),
+        Ok(Some(Msg::Error(e))) => Err(e),
+        other => Err(format!("waiting for the cgroup: {other:?}")),
+    }
 }
 
 /// The runtime's answer to a request of ours: Continue, or its error.

@@ -27,13 +27,23 @@ fn eio<'a>(op: &str, path: &'a str) -> impl FnOnce(std::io::Error) -> String + '
 
 const NONE: Option<&str> = None;
 
-/// `before_pivot` runs with every mount in place, before pivot_root (hooks).
+/// Where [`setup`] calls its caller back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The container's cgroup must be made and joined now: its mount comes next, or the
+    /// spec's mounts are done.
+    Cgroups,
+    /// Every mount in place, before pivot_root (hooks).
+    BeforePivot,
+}
+
+/// `step` is called at each [`Step`], in that order.
 /// `sources` holds, per mount of the plan, the detached tree to move into place, if the helper
 /// took one before it entered a user namespace (sources.rs).
 pub fn setup(
     plan: &Plan,
     sources: &[Option<OwnedFd>],
-    before_pivot: &mut dyn FnMut() -> R<()>,
+    step: &mut dyn FnMut(Step) -> R<()>,
 ) -> R<()> {
     let rootfs = plan.rootfs.to_string_lossy().to_string();
     mount(
@@ -60,8 +70,16 @@ pub fn setup(
         .map_err(eio("open rootfs", &rootfs))?
         .into();
 
+    let mut cgroups = false;
     for (i, m) in plan.mounts.iter().enumerate() {
+        if !cgroups && (m.fstype == "cgroup" || m.fstype == "cgroup2") {
+            step(Step::Cgroups)?;
+            cgroups = true;
+        }
         mount_one(&root, m, plan, sources.get(i).and_then(Option::as_ref))?;
+    }
+    if !cgroups {
+        step(Step::Cgroups)?;
     }
     if plan
         .mounts
@@ -81,7 +99,7 @@ pub fn setup(
         dev_symlinks(&root, plan)?;
     }
 
-    before_pivot()?;
+    step(Step::BeforePivot)?;
     chdir(plan.rootfs.as_path()).map_err(e("chdir", &rootfs))?;
     pivot_root(".", ".").map_err(e("pivot_root", &rootfs))?;
     // The old root is stacked under the new one: detach it without propagating to the host.
