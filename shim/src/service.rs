@@ -167,6 +167,21 @@ impl Table {
     }
 }
 
+/// A TaskExit to publish.
+struct ExitEvent {
+    id: String,
+    exec_id: String,
+    pid: u32,
+    code: u32,
+    at: Timestamp,
+}
+
+impl ExitEvent {
+    fn publish(self, events: &Publisher) {
+        events.exit(&self.id, &self.exec_id, self.pid, self.code, &self.at);
+    }
+}
+
 pub struct Service {
     table: Mutex<Table>,
     exited: Condvar,
@@ -260,12 +275,23 @@ impl Service {
         let at = now();
         let mut guard = self.lock();
         let t = &mut *guard;
-        if t.procs
-            .iter_mut()
-            .any(|(id, p)| self.claim_exit(id, p, pid, code, &at))
-        {
+        let mut exits = Vec::new();
+        let claimed = t.procs.iter_mut().find_map(|(id, p)| {
+            self.claim_exit(id, p, pid, code, &at, &mut exits)
+                .then(|| id.clone())
+        });
+        if let Some(id) = claimed {
             self.exited.notify_all();
             t.answer_waiters();
+            // The waits answered first: their callers need nothing of what follows. The OOM
+            // check reads the cgroup (a file read), and its TaskOOM must come before the
+            // TaskExit, which CRI reads the reason from when it arrives.
+            if let Some(p) = t.procs.get_mut(&id) {
+                self.report_oom(&id, p);
+            }
+            for e in exits {
+                e.publish(&self.events);
+            }
             let exited: Vec<_> = t
                 .procs
                 .values_mut()
@@ -286,22 +312,33 @@ impl Service {
         t.unclaimed.insert(pid, (code, at));
     }
 
-    /// Record `pid`'s exit if it is this container's init or one of its execs.
-    fn claim_exit(&self, id: &str, p: &mut Proc, pid: i32, code: u32, at: &Timestamp) -> bool {
-        let ours = p.init.pid == pid || p.execs.values().any(|e| e.proc.pid == pid);
-        if ours {
-            self.report_oom(id, p);
-        }
+    /// Record `pid`'s exit if it is this container's init or one of its execs; the TaskExit
+    /// events it calls for go to `exits`, for the caller to publish after an OOM check.
+    fn claim_exit(
+        &self,
+        id: &str,
+        p: &mut Proc,
+        pid: i32,
+        code: u32,
+        at: &Timestamp,
+        exits: &mut Vec<ExitEvent>,
+    ) -> bool {
         if let Some((exec_id, e)) = t_exec(p, pid) {
             log::debug!("container {id}: exec {exec_id} ({pid}) exited with {code}");
             e.proc.exit = Some((code, at.clone()));
             e.proc.status = Status::STOPPED;
-            self.events.exit(id, &exec_id, pid as u32, code, at);
+            exits.push(ExitEvent {
+                id: id.to_string(),
+                exec_id,
+                pid: pid as u32,
+                code,
+                at: at.clone(),
+            });
             if let Some(pending) = p.pending_exit.take() {
                 if p.execs.values().any(|e| e.proc.running()) {
                     p.pending_exit = Some(pending);
                 } else {
-                    self.init_exited(id, p, pending);
+                    exits.push(self.init_exited(id, p, pending));
                 }
             }
             return true;
@@ -315,7 +352,7 @@ impl Service {
                 }
                 p.pending_exit = Some((code, at.clone()));
             } else {
-                self.init_exited(id, p, (code, at.clone()));
+                exits.push(self.init_exited(id, p, (code, at.clone())));
             }
             return true;
         }
@@ -340,11 +377,18 @@ impl Service {
         false
     }
 
-    fn init_exited(&self, id: &str, p: &mut Proc, (code, at): (u32, Timestamp)) {
+    /// Record the init's exit; its TaskExit is returned, to publish.
+    fn init_exited(&self, id: &str, p: &mut Proc, (code, at): (u32, Timestamp)) -> ExitEvent {
         p.init.status = Status::STOPPED;
         p.exit_to_record = Some(code);
-        self.events.exit(id, id, p.init.pid as u32, code, &at);
-        p.init.exit = Some((code, at));
+        p.init.exit = Some((code, at.clone()));
+        ExitEvent {
+            id: id.to_string(),
+            exec_id: id.to_string(),
+            pid: p.init.pid as u32,
+            code,
+            at,
+        }
     }
 
     fn wait_exit<'a>(
@@ -552,10 +596,11 @@ impl Service {
             exit_to_record: None,
         };
         if let Some(e) = exit {
-            self.init_exited(&id, &mut p, e);
+            self.report_oom(&id, &mut p);
+            self.init_exited(&id, &mut p, e).publish(&self.events);
         }
         t.procs.insert(id.clone(), p);
-        log::info!("container {id}: created, init pid {pid}");
+        log::debug!("container {id}: created, init pid {pid}");
         Ok(CreateTaskResponse {
             pid: pid as u32,
             ..Default::default()
@@ -764,7 +809,7 @@ impl Service {
             crate::server::keep_until_answered(release);
         }
         self.events.delete(&req.id, p.init.pid as u32, code, &at);
-        log::info!("container {}: deleted", req.id);
+        log::debug!("container {}: deleted", req.id);
         Ok(DeleteResponse {
             pid: p.init.pid as u32,
             exit_status: code,
