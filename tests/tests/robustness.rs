@@ -316,71 +316,21 @@ fn bad_config(c: &Containerd) {
     assert_no_leaks(c, &[&id, &id2, &id3]);
 }
 
-/// The shim holds a running container's mount namespace, so that the kernel's tear-down of it
-/// (an RCU grace period) is not part of the init's exit; once the init exited, and before any
-/// Delete, nothing holds it any more: the container's filesystems (its volumes) are not kept
-/// mounted behind a stopped task, nor once a Delete has answered.
-fn mounts_let_go_at_exit(c: &Containerd) {
-    let id = c.new_id("mntgo");
-    let pid = c.run_detached(&[], &id, &["sleep", "1000"]);
-    let ns = std::fs::read_link(format!("/proc/{pid}/ns/mnt"))
-        .expect("the init's mount namespace")
+/// `readlink /proc/PID/ns/KIND`, e.g. `mnt:[4026532712]`.
+fn ns_of(pid: u32, kind: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/{kind}"))
+        .unwrap_or_else(|e| panic!("namespace {kind} of {pid}: {e}"))
         .to_string_lossy()
-        .into_owned();
-    let shim = c
-        .shim_pid_for(&id, pid)
-        .expect("no shim daemon for the task");
-    let holders = procs::ns_holders(&ns);
-    assert!(
-        holders.contains(&shim),
-        "the shim {shim} does not hold {ns} of the running task (holders: {holders:?})"
-    );
-    c.ctr(&["task", "kill", "-s", "SIGKILL", &id]).assert_ok();
-    c.wait_task_status(&id, "STOPPED");
-    let gone = poll(secs(5), || procs::ns_holders(&ns).is_empty().then_some(()));
-    assert!(
-        gone.is_some(),
-        "{ns} is still held after the task stopped: {:?}",
-        procs::ns_holders(&ns)
-    );
-    c.ctr(&["task", "delete", &id]).assert_ok();
-    c.ctr(&["containers", "rm", &id]).assert_ok();
-    // Killed and deleted in one go (`delete --force`), the exit and the Delete come together:
-    // when the Delete answers, the teardown begun at the exit is done (containerd unmounts
-    // the rootfs next, and a block-device snapshotter removes the device then).
-    let id2 = c.new_id("mntgo2");
-    let pid2 = c.run_detached(&[], &id2, &["sleep", "1000"]);
-    let ns2 = std::fs::read_link(format!("/proc/{pid2}/ns/mnt"))
-        .expect("the init's mount namespace")
-        .to_string_lossy()
-        .into_owned();
-    c.ctr(&["task", "delete", "--force", &id2]).assert_ok();
-    let holders = procs::ns_holders(&ns2);
-    assert!(
-        holders.is_empty(),
-        "{ns2} is still held by {holders:?} when the Delete has answered"
-    );
-    c.ctr(&["containers", "rm", &id2]).assert_ok();
-    assert_no_leaks(c, &[&id, &id2]);
+        .into_owned()
 }
 
-/// The shim holds a container's own network namespace too, and past its init's exit, so that
-/// the kernel's tear-down of it (`cleanup_net`, on a kworker) starts once the Delete has
-/// answered instead of beside the exit's report and the Delete (runtime/src/ns_hold.rs). A
-/// stopped task that is not deleted does not keep it: it goes within moments of the exit.
-fn network_namespace_let_go_after_exit(c: &Containerd) {
-    let id = c.new_id("netgo");
+/// Runs `sleep` as task `name`, checks that its shim holds the init's namespace `kind` while
+/// it runs and that nothing holds it once the task stopped, before any Delete. Returns the
+/// task's id, stopped, and the namespace.
+fn held_while_running_only(c: &Containerd, name: &str, kind: &str) -> (String, String) {
+    let id = c.new_id(name);
     let pid = c.run_detached(&[], &id, &["sleep", "1000"]);
-    let ns = std::fs::read_link(format!("/proc/{pid}/ns/net"))
-        .expect("the init's network namespace")
-        .to_string_lossy()
-        .into_owned();
-    let host = std::fs::read_link("/proc/self/ns/net").expect("our network namespace");
-    assert_ne!(
-        ns,
-        host.to_string_lossy(),
-        "the task has a network namespace of its own"
-    );
+    let ns = ns_of(pid, kind);
     let shim = c
         .shim_pid_for(&id, pid)
         .expect("no shim daemon for the task");
@@ -397,6 +347,40 @@ fn network_namespace_let_go_after_exit(c: &Containerd) {
         "{ns} is still held by {:?} after the task stopped, with no Delete",
         procs::ns_holders(&ns)
     );
+    (id, ns)
+}
+
+/// The shim holds a running container's mount namespace, so that the kernel's tear-down of it
+/// (an RCU grace period) is not part of the init's exit; once the init exited, and before any
+/// Delete, nothing holds it any more: the container's filesystems (its volumes) are not kept
+/// mounted behind a stopped task, nor once a Delete has answered.
+fn mounts_let_go_at_exit(c: &Containerd) {
+    let (id, _) = held_while_running_only(c, "mntgo", "mnt");
+    c.ctr(&["task", "delete", &id]).assert_ok();
+    c.ctr(&["containers", "rm", &id]).assert_ok();
+    // Killed and deleted in one go (`delete --force`), the exit and the Delete come together:
+    // when the Delete answers, the teardown begun at the exit is done (containerd unmounts
+    // the rootfs next, and a block-device snapshotter removes the device then).
+    let id2 = c.new_id("mntgo2");
+    let ns2 = ns_of(c.run_detached(&[], &id2, &["sleep", "1000"]), "mnt");
+    c.ctr(&["task", "delete", "--force", &id2]).assert_ok();
+    let holders = procs::ns_holders(&ns2);
+    assert!(
+        holders.is_empty(),
+        "{ns2} is still held by {holders:?} when the Delete has answered"
+    );
+    c.ctr(&["containers", "rm", &id2]).assert_ok();
+    assert_no_leaks(c, &[&id, &id2]);
+}
+
+/// The shim holds a container's own network namespace too, and past its init's exit, so that
+/// the kernel's tear-down of it (`cleanup_net`, on a kworker) starts once the Delete has
+/// answered instead of beside the exit's report and the Delete (runtime/src/ns_hold.rs). A
+/// stopped task that is not deleted does not keep it: it goes within moments of the exit.
+fn network_namespace_let_go_after_exit(c: &Containerd) {
+    let (id, ns) = held_while_running_only(c, "netgo", "net");
+    let host = ns_of(std::process::id(), "net");
+    assert_ne!(ns, host, "the task had a network namespace of its own");
     c.ctr(&["task", "delete", &id]).assert_ok();
     c.ctr(&["containers", "rm", &id]).assert_ok();
     assert_no_leaks(c, &[&id]);
