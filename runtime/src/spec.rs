@@ -33,6 +33,13 @@ pub struct MountPlan {
     pub idmap: Option<(IdMaps, bool)>,
 }
 
+impl MountPlan {
+    /// A cgroup filesystem: the container's own cgroup is mounted there (rootfs.rs).
+    pub fn is_cgroup(&self) -> bool {
+        matches!(self.fstype.as_str(), "cgroup" | "cgroup2")
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DevicePlan {
     pub path: String,
@@ -296,29 +303,18 @@ pub fn early_clone_flags(data: &[u8]) -> Option<i32> {
     struct EarlyLinux {
         namespaces: Option<Vec<EarlyNs>>,
     }
+    /// The full parse's own type names and flags (`plan`: `ns.typ() as i32`).
     #[derive(Deserialize)]
     struct EarlyNs {
         #[serde(rename = "type")]
-        typ: String,
+        typ: LinuxNamespaceType,
         path: Option<String>,
     }
     let early: Early = serde_json::from_slice(data).ok()?;
-    let mut ns = Vec::new();
-    for n in early.linux?.namespaces.unwrap_or_default() {
-        let flag = match n.typ.as_str() {
-            "pid" => libc::CLONE_NEWPID,
-            "network" => libc::CLONE_NEWNET,
-            "mount" => libc::CLONE_NEWNS,
-            "ipc" => libc::CLONE_NEWIPC,
-            "uts" => libc::CLONE_NEWUTS,
-            "user" => libc::CLONE_NEWUSER,
-            "cgroup" => libc::CLONE_NEWCGROUP,
-            "time" => libc::CLONE_NEWTIME,
-            _ => return None,
-        };
-        ns.push((flag, n.path.is_some()));
-    }
-    Some(clone_flags(ns.iter().copied()))
+    let ns = early.linux?.namespaces.unwrap_or_default();
+    Some(clone_flags(
+        ns.iter().map(|n| (n.typ as i32, n.path.is_some())),
+    ))
 }
 
 pub fn plan(spec: &Spec, bundle: &Path) -> Result<Loaded> {

@@ -283,14 +283,9 @@ impl Service {
         if let Some(id) = claimed {
             self.exited.notify_all();
             t.answer_waiters();
-            // The waits answered first: their callers need nothing of what follows. The OOM
-            // check reads the cgroup (a file read), and its TaskOOM must come before the
-            // TaskExit, which CRI reads the reason from when it arrives.
+            // The waits answered first: their callers need nothing of what follows.
             if let Some(p) = t.procs.get_mut(&id) {
-                self.report_oom(&id, p);
-            }
-            for e in exits {
-                e.publish(&self.events);
+                self.publish_exits(&id, p, exits);
             }
             let exited: Vec<_> = t
                 .procs
@@ -377,7 +372,17 @@ impl Service {
         false
     }
 
-    /// Record the init's exit; its TaskExit is returned, to publish.
+    /// Publish `exits` of container `id`, after the OOM check: it reads the cgroup (a file
+    /// read), and its TaskOOM must come before the TaskExit, which CRI reads the reason from
+    /// when it arrives.
+    fn publish_exits(&self, id: &str, p: &mut Proc, exits: Vec<ExitEvent>) {
+        self.report_oom(id, p);
+        for e in exits {
+            e.publish(&self.events);
+        }
+    }
+
+    /// Record the init's exit; its TaskExit is returned, to publish ([`Self::publish_exits`]).
     fn init_exited(&self, id: &str, p: &mut Proc, (code, at): (u32, Timestamp)) -> ExitEvent {
         p.init.status = Status::STOPPED;
         p.exit_to_record = Some(code);
@@ -596,8 +601,8 @@ impl Service {
             exit_to_record: None,
         };
         if let Some(e) = exit {
-            self.report_oom(&id, &mut p);
-            self.init_exited(&id, &mut p, e).publish(&self.events);
+            let exit = self.init_exited(&id, &mut p, e);
+            self.publish_exits(&id, &mut p, vec![exit]);
         }
         t.procs.insert(id.clone(), p);
         log::debug!("container {id}: created, init pid {pid}");

@@ -72,7 +72,7 @@ pub fn setup(
 
     let mut cgroups = false;
     for (i, m) in plan.mounts.iter().enumerate() {
-        if !cgroups && (m.fstype == "cgroup" || m.fstype == "cgroup2") {
+        if !cgroups && m.is_cgroup() {
             step(Step::Cgroups)?;
             cgroups = true;
         }
@@ -242,7 +242,7 @@ fn check_proc_mount(plan: &Plan, target: &OwnedFd, m: &MountPlan) -> R<()> {
 
 fn mount_one(root: &OwnedFd, m: &MountPlan, plan: &Plan, tree: Option<&OwnedFd>) -> R<()> {
     let dest = m.destination.as_str();
-    if m.fstype == "cgroup" || m.fstype == "cgroup2" {
+    if m.is_cgroup() {
         return mount_cgroup(root, m, plan);
     }
     let flags = m.options.ms_flags();

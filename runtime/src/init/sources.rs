@@ -18,7 +18,7 @@ pub fn prepare(plan: &Plan) -> Result<Vec<Option<OwnedFd>>, String> {
     let mut out = Vec::with_capacity(plan.mounts.len());
     let mut namespaces: Vec<(&IdMaps, OwnedFd)> = Vec::new();
     for m in &plan.mounts {
-        let bind = m.options.is_bind() && m.fstype != "cgroup" && m.fstype != "cgroup2";
+        let bind = m.options.is_bind() && !m.is_cgroup();
         if !bind || (m.idmap.is_none() && !userns) {
             out.push(None);
             continue;
