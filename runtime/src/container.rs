@@ -131,7 +131,7 @@ impl Container {
             // The helper, asked for already, starts on its mounts while this thread makes the
             // cgroup (nine mkdirs on v1, the longer half of Create's start), where its plan
             // allows: nothing in it forks or looks at its cgroup before its cgroup mount.
-            let late = early.is_some() && cgroup_may_come_late(&loaded);
+            let late = early.is_some() && cgroup_may_come_late(&loaded.plan);
             loaded.plan.cgroup_late = late;
             // Saved as soon as the pid is known, while the helper sets the container up (the
             // shim only waits then), not after it: a save is a write and a rename. Should the
@@ -521,8 +521,7 @@ impl ExecContext {
 /// forks into it, and the child must be born in the cgroup), a cgroup or time namespace (made
 /// from, or entered by, the cgroup we are in), or hooks (they see the helper's pid, and may
 /// look at its cgroup).
-fn cgroup_may_come_late(loaded: &spec::Loaded) -> bool {
-    let plan = &loaded.plan;
+fn cgroup_may_come_late(plan: &spec::Plan) -> bool {
     !plan.has_ns(libc::CLONE_NEWUSER)
         && !plan
             .namespaces
@@ -530,10 +529,9 @@ fn cgroup_may_come_late(loaded: &spec::Loaded) -> bool {
             .any(|n| n.flag == libc::CLONE_NEWPID && n.path.is_some())
         && !plan.has_ns(libc::CLONE_NEWCGROUP)
         && !plan.has_ns(libc::CLONE_NEWTIME)
+        // Prestart or createRuntime hooks.
         && !plan.runtime_hooks
         && plan.create_container.is_empty()
-        && loaded.hooks.prestart.is_empty()
-        && loaded.hooks.create_runtime.is_empty()
 }
 
 /// runc's name for a container's session keyring, which its execs join too.
@@ -927,7 +925,7 @@ mod tests {
             let mut v = crate::spec::tests_base();
             edit(&mut v);
             let data = serde_json::to_vec(&v).unwrap();
-            cgroup_may_come_late(&spec::parse(Path::new("/b"), &data).unwrap())
+            cgroup_may_come_late(&spec::parse(Path::new("/b"), &data).unwrap().plan)
         };
         assert!(late(&|_| {}), "a plain spec");
         let hook = json!([{"path": "/bin/true"}]);
