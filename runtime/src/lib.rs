@@ -18,6 +18,7 @@ pub mod ns_hold;
 pub mod rootfs_mount;
 pub mod sched;
 pub mod seccomp;
+pub mod spare_net;
 pub mod spawn;
 pub mod spec;
 pub mod spec_fields;

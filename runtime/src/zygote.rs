@@ -41,8 +41,14 @@ use crate::spawn::{self, CloneArgs, HOST_MNT_FD, SYNC_FD};
 pub const ZYGOTE_ARG: &str = "__crt_zygote";
 
 const CLONE_PARENT: u64 = libc::CLONE_PARENT as u64;
-/// stdin, stdout, stderr, the helper's channel, and on v2 its cgroup.
-const MAX_FDS: usize = 5;
+/// stdin, stdout, stderr, the helper's channel, on v2 its cgroup, and a spare network
+/// namespace's socket.
+const MAX_FDS: usize = 6;
+/// In a request: its last fd is a spare network namespace's socket (spare_net.rs), to clone the
+/// helper in, in place of CLONE_NEWNET.
+const SPARE_NET: u64 = 1 << 63;
+/// In an answer (a pid): the helper was cloned in the spare network namespace.
+const IN_SPARE_NET: i64 = 1 << 62;
 
 struct Zygote {
     pid: i32,
@@ -124,6 +130,8 @@ pub(crate) fn spawn_helper(
     sync: BorrowedFd<'_>,
 ) -> Result<Spawning> {
     let flags = ns_flags as u32 as u64;
+    // Used up by the first helper, whichever way it starts.
+    let spare = crate::spare_net::take(ns_flags);
     let mut g = zygote();
     if let Some(z) = g.as_mut() {
         let mut fds = vec![
@@ -133,8 +141,11 @@ pub(crate) fn spawn_helper(
             sync.as_raw_fd(),
         ];
         fds.extend(cgroup.map(|c| c.as_raw_fd()));
+        fds.extend(spare.as_ref().map(|s| s.as_raw_fd()));
         let away = crate::affinity::zygote_away_from_this_cpu(z.pid);
-        let request = flags | away.map_or(0, |cpu| (u64::from(cpu) + 1) << 32);
+        let request = flags
+            | away.map_or(0, |cpu| (u64::from(cpu) + 1) << 32)
+            | if spare.is_some() { SPARE_NET } else { 0 };
         match send_request(&z.sock, request, &fds).and_then(|()| ring(z.doorbell.as_fd())) {
             Ok(()) => {
                 return Ok(Spawning {
@@ -167,7 +178,15 @@ impl Spawning {
             SpawnState::Asked(mut g) => {
                 let answer = g.as_ref().map(|z| read_answer(&z.sock));
                 match answer {
-                    Some(Ok(v)) if v > 0 => Ok(v as i32),
+                    Some(Ok(v)) if v > 0 => {
+                        let pid = (v & !IN_SPARE_NET) as i32;
+                        if v & IN_SPARE_NET != 0 {
+                            log::debug!(
+                                "helper {pid} cloned in the network namespace made at start"
+                            );
+                        }
+                        Ok(pid)
+                    }
                     Some(Ok(v)) => Err(RuntimeError::Sys {
                         op: "clone3",
                         path: format!("flags {:#x}", self.flags | CLONE_PARENT),
@@ -261,11 +280,18 @@ pub fn main() -> ! {
             Ok(Some(r)) => r,
             _ => std::process::exit(0),
         };
-        let (flags, away) = (request & 0xffff_ffff, request >> 32);
+        let (flags, away) = (request & 0xffff_ffff, (request & !SPARE_NET) >> 32);
         if away > 0 {
             crate::affinity::add_back((away - 1) as u32);
         }
-        let answer = fork_helper(flags, &fds, host.as_ref());
+        let mut fds = fds;
+        let spare = if request & SPARE_NET != 0 {
+            fds.pop()
+        } else {
+            None
+        };
+        let answer = fork_helper(flags, &fds, host.as_ref(), spare.as_ref());
+        drop(spare);
         drop(fds);
         if (&sock).write_all(&answer.to_le_bytes()).is_err() {
             std::process::exit(0);
@@ -337,6 +363,16 @@ fn leave_throwaway_namespace(host: &mut Option<OwnedFd>) {
             std::process::exit(1);
         }
     }
+}
+
+/// Enter the spare network namespace `spare` sends (spare_net.rs); our own one, to go back to,
+/// where that worked. `None` where the maker failed or we could not enter it: the helper is then
+/// cloned with CLONE_NEWNET.
+fn enter_spare_net(spare: &OwnedFd) -> Option<OwnedFd> {
+    let ns = crate::spare_net::receive(spare)?;
+    let ours = OwnedFd::from(std::fs::File::open("/proc/self/ns/net").ok()?);
+    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).ok()?;
+    Some(ours)
 }
 
 enum Wake {
@@ -422,10 +458,25 @@ fn recv_request(sock: &UnixStream) -> std::io::Result<Option<(u64, Vec<OwnedFd>)
 
 /// clone3 one helper: the child places its fds and runs the init helper; the zygote gets the
 /// pid or -errno. `host`: the runtime's mount namespace while we are still in the throwaway
-/// one; the helper then goes back to it by itself, as an exec'd one does.
-fn fork_helper(flags: u64, fds: &[OwnedFd], host: Option<&OwnedFd>) -> i64 {
-    if fds.len() < 4 || fds.len() > MAX_FDS {
+/// one; the helper then goes back to it by itself, as an exec'd one does. `spare`: a spare
+/// network namespace's socket, for a helper cloned with CLONE_NEWNET.
+fn fork_helper(
+    mut flags: u64,
+    fds: &[OwnedFd],
+    host: Option<&OwnedFd>,
+    spare: Option<&OwnedFd>,
+) -> i64 {
+    if fds.len() < 4 || fds.len() > MAX_FDS - 1 {
         return -(libc::EINVAL as i64);
+    }
+    // The helper is cloned inside the spare instead, which we leave right after the clone3.
+    let ours = match spare.filter(|_| flags & libc::CLONE_NEWNET as u64 != 0) {
+        Some(s) => enter_spare_net(s),
+        None => None,
+    };
+    let in_spare = ours.is_some();
+    if in_spare {
+        flags &= !(libc::CLONE_NEWNET as u64);
     }
     let mut args = CloneArgs {
         flags: flags | CLONE_PARENT,
@@ -441,6 +492,16 @@ fn fork_helper(flags: u64, fds: &[OwnedFd], host: Option<&OwnedFd>) -> i64 {
     raw.extend(host.map(|h| h.as_raw_fd()));
     // SAFETY: a fork of this single-threaded process; the child continues as a fresh helper.
     let ret = unsafe { spawn::clone3(&args) };
+    let err = (ret < 0).then(std::io::Error::last_os_error);
+    if ret != 0 {
+        if let Some(ours) = ours {
+            // Later helpers must not start in this container's network namespace; a zygote
+            // that cannot leave it goes (helpers are then exec'd from the shim).
+            if nix::sched::setns(ours, nix::sched::CloneFlags::CLONE_NEWNET).is_err() {
+                std::process::exit(1);
+            }
+        }
+    }
     if ret == 0 {
         // SAFETY: our own fds; from here on this process is the helper.
         unsafe {
@@ -454,10 +515,10 @@ fn fork_helper(flags: u64, fds: &[OwnedFd], host: Option<&OwnedFd>) -> i64 {
         }
         crate::init::main_forked();
     }
-    if ret < 0 {
-        -(std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO) as i64)
+    if let Some(e) = err {
+        -(e.raw_os_error().unwrap_or(libc::EIO) as i64)
+    } else if in_spare {
+        ret | IN_SPARE_NET
     } else {
         ret
     }

@@ -26,8 +26,8 @@ pub fn bootstrap(stdin: &[u8], a: &Args) -> Option<BootstrapParams> {
 }
 
 /// Containers of one pod share a shim: group by the sandbox id (or runc's group annotation).
-pub fn group_id(bundle: &Path, id: &str) -> String {
-    let Ok(data) = std::fs::read(bundle.join("config.json")) else {
+pub fn group_id(config: Option<&[u8]>, id: &str) -> String {
+    let Some(data) = config else {
         return id.to_string();
     };
     // Only the annotations: the rest of the spec is skipped, not built into a tree.
@@ -36,7 +36,7 @@ pub fn group_id(bundle: &Path, id: &str) -> String {
         #[serde(default)]
         annotations: std::collections::HashMap<String, String>,
     }
-    let Ok(v) = serde_json::from_slice::<Annotated>(&data) else {
+    let Ok(v) = serde_json::from_slice::<Annotated>(data) else {
         return id.to_string();
     };
     [
@@ -78,7 +78,8 @@ pub fn start(a: &Args) -> Result<(), String> {
         .and_then(|b| b.socket_dir.clone())
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| DEFAULT_SOCKET_DIR.to_string());
-    let group = group_id(&bundle, &a.id);
+    let config = std::fs::read(bundle.join("config.json")).ok();
+    let group = group_id(config.as_deref(), &a.id);
     let path = socket_path(&dir, &a.address, &a.namespace, &group);
     let address = format!("unix://{}", path.display());
 
@@ -87,6 +88,9 @@ pub fn start(a: &Args) -> Result<(), String> {
         write_address(&bundle, &address)?;
         return reply(boot.is_some(), &address);
     }
+    // A new shim: its first container's network namespace, where it gets a new one, is made
+    // from here on, beside the rest of `start` and the daemon's start-up (spare_net.rs).
+    let spare_net = config.as_deref().and_then(crt_runtime::spare_net::prepare);
     let _ = std::fs::remove_file(&path);
     std::fs::create_dir_all(&dir).map_err(|e| format!("create socket dir {dir}: {e}"))?;
     let listener =
@@ -113,12 +117,16 @@ pub fn start(a: &Args) -> Result<(), String> {
                 action: "serve".to_string(),
                 ..a.clone()
             };
+            if let Some(spare) = spare_net {
+                crt_runtime::spare_net::offer(spare);
+            }
             std::process::exit(daemonize(d, &bundle, opts.log_level, listener, events));
         }
         _ => {}
     }
     drop(listener);
     drop(events);
+    drop(spare_net);
     write_address(&bundle, &address)?;
     reply(boot.is_some(), &address)
 }
@@ -288,16 +296,9 @@ mod tests {
 
     #[test]
     fn group_from_annotations() {
-        let dir = std::env::temp_dir().join(format!("crt-group-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("config.json"),
-            r#"{"annotations":{"io.kubernetes.cri.sandbox-id":"pod9"}}"#,
-        )
-        .unwrap();
-        assert_eq!(group_id(&dir, "c1"), "pod9");
-        std::fs::write(dir.join("config.json"), r#"{}"#).unwrap();
-        assert_eq!(group_id(&dir, "c1"), "c1");
-        std::fs::remove_dir_all(&dir).unwrap();
+        let pod = br#"{"annotations":{"io.kubernetes.cri.sandbox-id":"pod9"}}"#;
+        assert_eq!(group_id(Some(pod), "c1"), "pod9");
+        assert_eq!(group_id(Some(b"{}"), "c1"), "c1");
+        assert_eq!(group_id(None, "c1"), "c1");
     }
 }

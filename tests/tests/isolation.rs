@@ -77,6 +77,33 @@ fn fresh_network_namespaces(c: &Containerd) {
         "a container has the host's network namespace {host}: {nets:?}"
     );
     assert_ne!(nets[0], nets[1], "two containers share a network namespace");
+    if !c.is_runc() {
+        // The first container's namespace is the one its shim's `start` made beside its own
+        // start-up (spare_net.rs); the second one's, its helper's clone3 made.
+        let line = |id: &str| {
+            let pid = c.task(id).unwrap_or_else(|| panic!("no task {id}")).pid;
+            format!("helper {pid} cloned in the network namespace made at start")
+        };
+        let (first, second) = (line(&ids[0]), line(&ids[1]));
+        let logged = |what: &str, within| {
+            crt_e2e::util::poll(within, || {
+                fs::read_to_string(c.log_path())
+                    .ok()
+                    .filter(|l| l.contains(what))
+            })
+            .is_some()
+        };
+        assert!(
+            logged(&first, secs(10)),
+            "the first container's helper was not cloned in the spare: no {first:?} in\n{}",
+            c.log_tail(40)
+        );
+        assert!(
+            !logged(&second, secs(1)),
+            "only the first container gets the spare:\n{}",
+            c.log_tail(40)
+        );
+    }
     for (id, run) in ids.iter().zip(runs) {
         c.ctr(&["task", "kill", "-s", "SIGKILL", id]).assert_ok();
         let _ = run.wait(secs(60));

@@ -4,7 +4,7 @@
 
 mod console;
 mod hooks;
-mod net;
+pub(crate) mod net;
 mod paths;
 mod process;
 mod rootfs;

@@ -1,4 +1,5 @@
 //! A new network namespace starts with `lo` down; runc brings it up, and programs expect it.
+//! A spare namespace (spare_net.rs) has it up already: then only its flags are read.
 
 pub fn loopback_up() -> Result<(), String> {
     // SAFETY: a socket used only for the interface ioctls, closed below.
@@ -16,7 +17,8 @@ pub fn loopback_up() -> Result<(), String> {
             ifr.ifr_name[i] = *b as libc::c_char;
         }
         let mut r = libc::ioctl(sock, libc::SIOCGIFFLAGS as _, &mut ifr);
-        if r == 0 {
+        let up = libc::IFF_UP as libc::c_short;
+        if r == 0 && ifr.ifr_ifru.ifru_flags & up == 0 {
             ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
             r = libc::ioctl(sock, libc::SIOCSIFFLAGS as _, &mut ifr);
         }
