@@ -74,19 +74,28 @@ impl Container {
     /// state file removed) and the first real cause is returned.
     pub fn create(opts: CreateOpts<'_>) -> Result<Container> {
         let data = spec::read(opts.bundle)?;
+        // Read while the shim waited for this Create, where it is this bundle's (preload.rs).
+        let preloaded = crate::preload::take(opts.bundle, &data);
+        let early_flags = match &preloaded {
+            Some(p) => p.early_flags,
+            None => spec::early_clone_flags(&data),
+        };
         // On v1 the helper is asked for first, on the namespaces alone: its clone3 (the new
         // namespaces) overlaps the parse and check of the rest of config.json, reading the
         // host's cgroup layout, the state save and the plan, sent once they are done, and
         // the cgroup's creation, which it joins once it needs it (`Plan::cgroup_late`), or
         // first thing. On v2 it is cloned straight into the cgroup, which must exist by
         // then. Until it has its plan it does nothing: dropped, it reads EOF and exits.
-        let mut early = match spec::early_clone_flags(&data) {
+        let mut early = match early_flags {
             Some(flags) if !crate::cgroups::unified_root() => {
                 Some((flags, request_helper(flags, None, opts.stdio)?))
             }
             _ => None,
         };
-        let mut loaded = spec::parse(opts.bundle, &data)?;
+        let (mut loaded, host) = match preloaded {
+            Some(p) => (p.loaded, p.host),
+            None => (spec::parse(opts.bundle, &data)?, None),
+        };
         loaded.plan.hook_state.id = opts.id.to_string();
         if !opts.no_new_keyring {
             loaded.plan.process.session_keyring = Some(session_keyring(opts.id));
@@ -112,7 +121,10 @@ impl Container {
                 .take()
                 .filter(|(f, _)| *f == flags)
                 .map(|(_, helper)| helper);
-            let cg = Manager::new(loaded.cgroups_path.as_deref(), opts.id)?;
+            let cg = match &host {
+                Some(h) => Manager::with_host(h, loaded.cgroups_path.as_deref(), opts.id)?,
+                None => Manager::new(loaded.cgroups_path.as_deref(), opts.id)?,
+            };
             if cg.is_v2() {
                 // The root's statfs said v1 but mountinfo says v2: this one must be cloned
                 // into the cgroup.

@@ -15,6 +15,7 @@ pub mod lsm;
 pub mod mount_api;
 pub mod mountopts;
 pub mod ns_hold;
+pub mod preload;
 pub mod rootfs_mount;
 pub mod sched;
 pub mod seccomp;

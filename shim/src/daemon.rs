@@ -31,7 +31,11 @@ pub fn run(
     if let Err(e) = zygote {
         log::warn!("no zygote ({e}): every helper is exec'd");
     }
-    let workers = crate::server::prestarted_workers();
+    // Its first call is the Create of this bundle: its config.json and the host's cgroup
+    // layout are read meanwhile (crt_runtime::preload).
+    let preload_bundle = bundle.clone();
+    let workers =
+        crate::server::prestarted_workers(move || crt_runtime::preload::preload(&preload_bundle));
     let ttrpc_address = std::env::var("TTRPC_ADDRESS")
         .ok()
         .filter(|s| !s.is_empty());
