@@ -74,25 +74,20 @@ impl Container {
     /// state file removed) and the first real cause is returned.
     pub fn create(opts: CreateOpts<'_>) -> Result<Container> {
         let data = spec::read(opts.bundle)?;
-        // Read while the shim waited for this Create, where it is this bundle's (preload.rs).
-        let preloaded = crate::preload::take(opts.bundle, &data);
-        let early_flags = match &preloaded {
-            Some(p) => p.early_flags,
-            None => spec::early_clone_flags(&data),
-        };
         // On v1 the helper is asked for first, on the namespaces alone: its clone3 (the new
         // namespaces) overlaps the parse and check of the rest of config.json, reading the
         // host's cgroup layout, the state save and the plan, sent once they are done, and
         // the cgroup's creation, which it joins once it needs it (`Plan::cgroup_late`), or
         // first thing. On v2 it is cloned straight into the cgroup, which must exist by
         // then. Until it has its plan it does nothing: dropped, it reads EOF and exits.
-        let mut early = match early_flags {
+        let mut early = match spec::early_clone_flags(&data) {
             Some(flags) if !crate::cgroups::unified_root() => {
                 Some((flags, request_helper(flags, None, opts.stdio)?))
             }
             _ => None,
         };
-        let (mut loaded, host) = match preloaded {
+        // Read while the shim waited for this Create, where it is this bundle's (preload.rs).
+        let (mut loaded, host) = match crate::preload::take(opts.bundle, &data) {
             Some(p) => (p.loaded, p.host),
             None => (spec::parse(opts.bundle, &data)?, None),
         };

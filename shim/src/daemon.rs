@@ -31,15 +31,17 @@ pub fn run(
     if let Err(e) = zygote {
         log::warn!("no zygote ({e}): every helper is exec'd");
     }
-    // Its first call is the Create of this bundle: its config.json and the host's cgroup
-    // layout are read meanwhile (crt_runtime::preload).
-    let preload_bundle = bundle.clone();
-    let workers =
-        crate::server::prestarted_workers(move || crt_runtime::preload::preload(&preload_bundle));
+    let workers = crate::server::prestarted_workers();
     let ttrpc_address = std::env::var("TTRPC_ADDRESS")
         .ok()
         .filter(|s| !s.is_empty());
-    let events = Publisher::start(ttrpc_address, a.namespace.clone(), events);
+    // The first call is the Create of this bundle: its config.json and the host's cgroup
+    // layout are read meanwhile, on the events thread, idle until that Create's TaskCreate
+    // (crt_runtime::preload).
+    let preload_bundle = bundle.clone();
+    let events = Publisher::start(ttrpc_address, a.namespace.clone(), events, move || {
+        crt_runtime::preload::preload(&preload_bundle)
+    });
     let (tx, rx) = std::sync::mpsc::channel();
     let svc = Arc::new(Service::new(events.clone(), tx, a.namespace.clone()));
 

@@ -102,17 +102,23 @@ pub fn now() -> Timestamp {
 
 impl Publisher {
     /// Start the publishing thread. Without a ttrpc address (tests) events are only logged.
-    /// `conn`: a connection to `ttrpc_address` made already ([`connect`]), if any.
+    /// `conn`: a connection to `ttrpc_address` made already ([`connect`]), if any. `first`
+    /// runs on the thread before it waits for events: the shim's first event (TaskCreate)
+    /// comes after its first Create, which is what `first` prepares.
     pub fn start(
         ttrpc_address: Option<String>,
         namespace: String,
         conn: Option<UnixStream>,
+        first: impl FnOnce() + Send + 'static,
     ) -> Publisher {
         let queue = Arc::new(Queue::default());
         let q = queue.clone();
         std::thread::Builder::new()
             .name("events".into())
-            .spawn(move || run(&q, ttrpc_address, namespace, conn))
+            .spawn(move || {
+                first();
+                run(&q, ttrpc_address, namespace, conn)
+            })
             .ok();
         Publisher(queue)
     }
@@ -485,7 +491,7 @@ mod tests {
         let addr = format!("unix://{}", sock.display());
         let conn = connect(&addr).expect("connect");
         let mut served = accept_within(&listener).expect("the connection made");
-        let p = Publisher::start(Some(addr), "ns".into(), Some(conn));
+        let p = Publisher::start(Some(addr), "ns".into(), Some(conn), || {});
         p.start_("c", 1);
         assert_eq!(
             answer_forward(&mut served, Duration::ZERO).as_deref(),
@@ -503,6 +509,7 @@ mod tests {
             Some(format!("unix://{}", sock.display())),
             "ns".into(),
             None,
+            || {},
         );
         let first = accept_within(&listener).expect("no connection before any event");
         // containerd restarted meanwhile: the connection made early is gone.
@@ -524,8 +531,30 @@ mod tests {
             Some(format!("unix://{}", sock.display())),
             "ns".into(),
             None,
+            || {},
         );
         (p, got, dir)
+    }
+
+    #[test]
+    fn events_wait_for_what_runs_first_on_the_thread() {
+        let (dir, sock, listener) = listening("crt-events-first");
+        let got = events_server(listener, Duration::ZERO);
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let p = Publisher::start(
+            Some(format!("unix://{}", sock.display())),
+            "ns".into(),
+            None,
+            move || {
+                let _ = go_rx.recv();
+            },
+        );
+        p.start_("c", 1);
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(got.lock().unwrap().is_empty(), "sent before `first` ended");
+        go_tx.send(()).unwrap();
+        assert_eq!(wait_for(&got, 1), vec!["/tasks/start".to_string()]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -362,35 +362,19 @@ impl Workers {
     /// Start a worker ahead of any call: containerd sends its Create right after it connects,
     /// and a thread started for it then was the first 0.05-0.1 ms of every Create. It ends
     /// after its linger like any other when no call comes.
-    ///
-    /// `first` runs on it before it takes any call: a call queued meanwhile waits for it, and
-    /// counts it as free (no other thread is started for it).
-    fn prestart(self: &Arc<Self>, first: Box<dyn FnOnce() + Send>) {
+    fn prestart(self: &Arc<Self>) {
         let q = self.lock();
-        self.spawn_worker_with(q, Some(first));
+        self.spawn_worker(q);
     }
 
     /// Start one more worker, counted under `q`; false when no thread could start.
-    fn spawn_worker(self: &Arc<Self>, q: std::sync::MutexGuard<'_, WorkQueue>) -> bool {
-        self.spawn_worker_with(q, None)
-    }
-
-    fn spawn_worker_with(
-        self: &Arc<Self>,
-        mut q: std::sync::MutexGuard<'_, WorkQueue>,
-        first: Option<Box<dyn FnOnce() + Send>>,
-    ) -> bool {
+    fn spawn_worker(self: &Arc<Self>, mut q: std::sync::MutexGuard<'_, WorkQueue>) -> bool {
         q.threads += 1;
         drop(q);
         let me = self.clone();
         let spawned = std::thread::Builder::new()
             .name("call".into())
-            .spawn(move || {
-                if let Some(f) = first {
-                    f();
-                }
-                me.work()
-            });
+            .spawn(move || me.work());
         if spawned.is_err() {
             self.lock().threads -= 1;
             return false;
@@ -461,10 +445,9 @@ fn epoll_add(ep: &Epoll, fd: impl AsFd, token: u64) -> Result<(), String> {
 /// The pool of call threads, one started already: the daemon's first thread after the zygote,
 /// so that it is up and waiting when containerd's Create comes (traced: started last, after
 /// the events thread, it was still queued behind the zygote's start-up on the other core).
-/// It runs `first` before it waits: what that Create can use done ahead.
-pub fn prestarted_workers(first: impl FnOnce() + Send + 'static) -> Arc<Workers> {
+pub fn prestarted_workers() -> Arc<Workers> {
     let w = Workers::new(WORKER_LINGER);
-    w.prestart(Box::new(first));
+    w.prestart();
     w
 }
 
@@ -763,7 +746,7 @@ mod tests {
     fn the_first_call_finds_a_prestarted_worker() {
         use std::sync::atomic::AtomicUsize;
         let w = Workers::new(Duration::from_secs(5));
-        w.prestart(Box::new(|| {}));
+        w.prestart();
         let t = std::time::Instant::now();
         while w.lock().idle == 0 {
             assert!(t.elapsed() < Duration::from_secs(5), "no worker came up");
@@ -773,36 +756,6 @@ mod tests {
         run_counted(&w, &done);
         wait_for(&done, 1);
         assert_eq!(w.lock().threads, 1, "the call started a thread of its own");
-    }
-
-    #[test]
-    fn a_call_waits_for_the_prestarted_workers_first_work_on_that_thread() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        let w = Workers::new(Duration::from_secs(5));
-        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
-        let first_done = Arc::new(AtomicUsize::new(0));
-        let f = first_done.clone();
-        let first_tid = Arc::new(Mutex::new(None));
-        let ft = first_tid.clone();
-        w.prestart(Box::new(move || {
-            *ft.lock().unwrap() = Some(std::thread::current().id());
-            let _ = gate_rx.recv();
-            f.fetch_add(1, Ordering::SeqCst);
-        }));
-        let done = Arc::new(AtomicUsize::new(0));
-        let tids = Arc::new(Mutex::new(Vec::new()));
-        run_recorded(&w, &done, &tids);
-        std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(
-            done.load(Ordering::SeqCst),
-            0,
-            "the call ran before `first`"
-        );
-        assert_eq!(w.lock().threads, 1, "a thread was started for the call");
-        gate_tx.send(()).unwrap();
-        wait_for(&done, 1);
-        assert_eq!(first_done.load(Ordering::SeqCst), 1);
-        assert_eq!(Some(tids.lock().unwrap()[0]), *first_tid.lock().unwrap());
     }
 
     #[test]
