@@ -117,6 +117,7 @@ impl Publisher {
             .name("events".into())
             .spawn(move || {
                 first();
+                release_unused_stack();
                 run(&q, ttrpc_address, namespace, conn)
             })
             .ok();
@@ -287,6 +288,40 @@ pub fn connect(addr: &str) -> Option<UnixStream> {
 /// The socket's path of a ttrpc address, `unix://` or a plain path.
 fn socket_path(addr: &str) -> &str {
     addr.strip_prefix("unix://").unwrap_or(addr)
+}
+
+/// Give back this thread's stack pages below the current frame. What ran first on it (a
+/// config.json parse) reached much deeper than the publisher ever does, and the thread lives as
+/// long as the shim: measured, some 50 KiB of Pss in every shim. The pages the publisher touches
+/// again come back zeroed.
+fn release_unused_stack() {
+    // SAFETY: pthread_getattr_np and pthread_attr_getstack only fill the attr and the two
+    // out-parameters; madvise(MADV_DONTNEED) is applied to this thread's own stack, below the
+    // current frame (with a margin), which nothing live uses.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+            return;
+        }
+        let mut addr: *mut libc::c_void = std::ptr::null_mut();
+        let mut size: libc::size_t = 0;
+        let got = libc::pthread_attr_getstack(&attr, &mut addr, &mut size) == 0;
+        libc::pthread_attr_destroy(&mut attr);
+        if !got {
+            return;
+        }
+        const PAGE: usize = 4096;
+        let lowest = (addr as usize).div_ceil(PAGE) * PAGE;
+        let here = std::ptr::addr_of!(attr) as usize;
+        let below = here.saturating_sub(4 * PAGE) / PAGE * PAGE;
+        if below > lowest && here < addr as usize + size {
+            libc::madvise(
+                lowest as *mut libc::c_void,
+                below - lowest,
+                libc::MADV_DONTNEED,
+            );
+        }
+    }
 }
 
 fn run(queue: &Queue, address: Option<String>, namespace: String, conn: Option<UnixStream>) {
@@ -534,6 +569,60 @@ mod tests {
             || {},
         );
         (p, got, dir)
+    }
+
+    /// Resident pages of this thread's stack below the current frame's margin.
+    fn resident_stack_pages_below_here() -> usize {
+        // SAFETY: as in release_unused_stack; mincore only fills `vec`.
+        unsafe {
+            let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+            assert_eq!(libc::pthread_getattr_np(libc::pthread_self(), &mut attr), 0);
+            let mut addr: *mut libc::c_void = std::ptr::null_mut();
+            let mut size: libc::size_t = 0;
+            assert_eq!(libc::pthread_attr_getstack(&attr, &mut addr, &mut size), 0);
+            libc::pthread_attr_destroy(&mut attr);
+            let lowest = (addr as usize).div_ceil(4096) * 4096;
+            let below = (std::ptr::addr_of!(attr) as usize - 16 * 4096) / 4096 * 4096;
+            let mut vec = vec![0u8; (below - lowest) / 4096];
+            assert_eq!(
+                libc::mincore(
+                    lowest as *mut libc::c_void,
+                    below - lowest,
+                    vec.as_mut_ptr()
+                ),
+                0
+            );
+            vec.iter().filter(|b| *b & 1 != 0).count()
+        }
+    }
+
+    #[inline(never)]
+    fn deep(n: usize) -> u8 {
+        let mut page = [0u8; 4096];
+        page[n % 4096] = n as u8;
+        let below = if n > 0 { deep(n - 1) } else { 0 };
+        std::hint::black_box(&mut page)[0].wrapping_add(below)
+    }
+
+    #[test]
+    fn the_stack_a_first_job_used_is_given_back() {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(|| {
+                std::hint::black_box(deep(128));
+                assert!(
+                    resident_stack_pages_below_here() >= 100,
+                    "the stack was touched"
+                );
+                release_unused_stack();
+                assert!(
+                    resident_stack_pages_below_here() <= 2,
+                    "the stack below was not given back"
+                );
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     #[test]
