@@ -8,8 +8,10 @@
 //! Rust, and it inherits the zygote's read-only /proc/self/exe.
 //!
 //! On the zygote's socket the runtime sends 8 bytes (the clone flags) with the helper's fds
-//! 0-3 and, on cgroup v2, its cgroup directory (SCM_RIGHTS, one sendmsg); the zygote answers 8
-//! bytes, the helper's pid or -errno of clone3. CLONE_PARENT makes each helper the shim's own
+//! 0-3, on cgroup v2 its cgroup directory, and for the shim's first helper the socket of a
+//! spare network namespace (spare_net.rs; bit 63 of the request), which the zygote clones it
+//! in, in place of CLONE_NEWNET (SCM_RIGHTS, one sendmsg); the zygote answers 8 bytes, the
+//! helper's pid (bit 62 set where it is in the spare) or -errno of clone3. CLONE_PARENT makes each helper the shim's own
 //! child, so the shim's one reaper reaps it as before, and its exit signal is the zygote's,
 //! SIGCHLD. A zygote that is gone (killed, or it failed to start) only means helpers are
 //! exec'd one by one again ([`spawn_helper`]).
