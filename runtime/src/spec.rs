@@ -243,10 +243,6 @@ fn unsupported(field: &str) -> RuntimeError {
     }
 }
 
-pub fn load(bundle: &Path) -> Result<Loaded> {
-    parse(bundle, &read(bundle)?)
-}
-
 /// The bundle's config.json as it is on disk, for [`parse`] (and [`early_clone_flags`]).
 pub fn read(bundle: &Path) -> Result<Vec<u8>> {
     let path = bundle.join("config.json");

@@ -11,9 +11,9 @@
 //! 0-3, on cgroup v2 its cgroup directory, and for the shim's first helper the socket of a
 //! spare network namespace (spare_net.rs; bit 63 of the request), which the zygote clones it
 //! in, in place of CLONE_NEWNET (SCM_RIGHTS, one sendmsg); the zygote answers 8 bytes, the
-//! helper's pid (bit 62 set where it is in the spare) or -errno of clone3. CLONE_PARENT makes each helper the shim's own
-//! child, so the shim's one reaper reaps it as before, and its exit signal is the zygote's,
-//! SIGCHLD. A zygote that is gone (killed, or it failed to start) only means helpers are
+//! helper's pid (bit 62 set where it is in the spare) or -errno of clone3. CLONE_PARENT makes
+//! each helper the shim's own child, so the shim's one reaper reaps it as before, and its exit
+//! signal is the zygote's, SIGCHLD. A zygote that is gone (killed, or it failed to start) only means helpers are
 //! exec'd one by one again ([`spawn_helper`]).
 //!
 //! The zygote sleeps on an eventfd (its fd 0, the doorbell), which the runtime rings after
@@ -278,7 +278,7 @@ pub fn main() -> ! {
             Wake::Gone => std::process::exit(0),
             Wake::Request => {}
         }
-        let (request, fds) = match recv_request(&sock) {
+        let (request, mut fds) = match recv_request(&sock) {
             Ok(Some(r)) => r,
             _ => std::process::exit(0),
         };
@@ -286,12 +286,7 @@ pub fn main() -> ! {
         if away > 0 {
             crate::affinity::add_back((away - 1) as u32);
         }
-        let mut fds = fds;
-        let spare = if request & SPARE_NET != 0 {
-            fds.pop()
-        } else {
-            None
-        };
+        let spare = (request & SPARE_NET != 0).then(|| fds.pop()).flatten();
         let answer = fork_helper(flags, &fds, host.as_ref(), spare.as_ref());
         drop(spare);
         drop(fds);

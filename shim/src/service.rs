@@ -333,7 +333,7 @@ impl Service {
                 if p.execs.values().any(|e| e.proc.running()) {
                     p.pending_exit = Some(pending);
                 } else {
-                    exits.push(self.init_exited(id, p, pending));
+                    exits.push(init_exited(id, p, pending));
                 }
             }
             return true;
@@ -347,7 +347,7 @@ impl Service {
                 }
                 p.pending_exit = Some((code, at.clone()));
             } else {
-                exits.push(self.init_exited(id, p, (code, at.clone())));
+                exits.push(init_exited(id, p, (code, at.clone())));
             }
             return true;
         }
@@ -382,20 +382,6 @@ impl Service {
         }
     }
 
-    /// Record the init's exit; its TaskExit is returned, to publish ([`Self::publish_exits`]).
-    fn init_exited(&self, id: &str, p: &mut Proc, (code, at): (u32, Timestamp)) -> ExitEvent {
-        p.init.status = Status::STOPPED;
-        p.exit_to_record = Some(code);
-        p.init.exit = Some((code, at.clone()));
-        ExitEvent {
-            id: id.to_string(),
-            exec_id: id.to_string(),
-            pid: p.init.pid as u32,
-            code,
-            at,
-        }
-    }
-
     fn wait_exit<'a>(
         &'a self,
         mut t: MutexGuard<'a, Table>,
@@ -408,6 +394,20 @@ impl Service {
             }
             t = self.exited.wait(t).unwrap_or_else(|p| p.into_inner());
         }
+    }
+}
+
+/// Record the init's exit; its TaskExit is returned, to publish ([`Service::publish_exits`]).
+fn init_exited(id: &str, p: &mut Proc, (code, at): (u32, Timestamp)) -> ExitEvent {
+    p.init.status = Status::STOPPED;
+    p.exit_to_record = Some(code);
+    p.init.exit = Some((code, at.clone()));
+    ExitEvent {
+        id: id.to_string(),
+        exec_id: id.to_string(),
+        pid: p.init.pid as u32,
+        code,
+        at,
     }
 }
 
@@ -601,7 +601,7 @@ impl Service {
             exit_to_record: None,
         };
         if let Some(e) = exit {
-            let exit = self.init_exited(&id, &mut p, e);
+            let exit = init_exited(&id, &mut p, e);
             self.publish_exits(&id, &mut p, vec![exit]);
         }
         t.procs.insert(id.clone(), p);
